@@ -1,0 +1,63 @@
+package flux
+
+import (
+	"fmt"
+
+	"github.com/fluxlimiter/flux/internal/errs"
+)
+
+// Sentinel errors, matched with errors.Is. Errors returned by a Limiter wrap
+// one of them (and sometimes a cause as well, such as a clock's error or a
+// context's). A denied request is not an error: it is a Decision with
+// Allowed false.
+var (
+	// ErrInvalidRate: Rate is not a finite number with 0 < Rate ≤ 1e9.
+	ErrInvalidRate = errs.InvalidRate
+	// ErrInvalidBurst: Burst is negative, not finite, or so large that the
+	// tolerance would exceed about 146 years.
+	ErrInvalidBurst = errs.InvalidBurst
+	// ErrInvalidCost: a negative cost.
+	ErrInvalidCost = errs.InvalidCost
+	// ErrCostExceedsBurst: a cost above the capacity (floor(Burst)+1). Such a
+	// request could never be admitted, so it is an error, not a denial.
+	ErrCostExceedsBurst = errs.CostExceedsBurst
+	// ErrEmptyKey: the key is "".
+	ErrEmptyKey = errs.EmptyKey
+	// ErrKeyTooLong: the key is longer than the limiter's bound
+	// (DefaultMaxKeyLen unless WithMaxKeyLen says otherwise).
+	ErrKeyTooLong = errs.KeyTooLong
+	// ErrClock: the clock failed; the error also wraps the clock's own error.
+	ErrClock = errs.Clock
+	// ErrClosed: the limiter has been closed.
+	ErrClosed = errs.Closed
+	// ErrOverloaded: a shard's mailbox stayed full past the caller's
+	// deadline or the configured wait (WithOverloadWait).
+	ErrOverloaded = errs.Overloaded
+	// ErrFull: a new key could not be stored because its shard holds
+	// WithMaxKeys keys and none of them is idle. The request is refused
+	// rather than admitted unrecorded, so no key escapes its limit.
+	ErrFull = errs.Full
+	// ErrPanic: a shard's handler panicked while answering this request.
+	// The shard keeps serving its other keys.
+	ErrPanic = errs.Panic
+	// ErrInvalidState: a stored or transferred state could not be decoded.
+	ErrInvalidState = errs.InvalidState
+)
+
+// BatchError reports a batch item that could not be decided. When an item
+// is invalid (an empty key, a bad cost...), CheckBatch returns a
+// *BatchError for the first such item before anything is applied. An item
+// that fails at run time (ErrFull) is reported the same way after the other
+// items were decided.
+type BatchError struct {
+	// Index is the position of the invalid item in the request slice.
+	Index int
+	// Err wraps the sentinel that describes what is wrong with it.
+	Err error
+}
+
+// Error describes the invalid item.
+func (e *BatchError) Error() string { return fmt.Sprintf("flux: batch item %d: %v", e.Index, e.Err) }
+
+// Unwrap returns Err, so errors.Is(err, ErrEmptyKey) and the like match.
+func (e *BatchError) Unwrap() error { return e.Err }

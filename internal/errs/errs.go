@@ -1,0 +1,26 @@
+// Package errs holds the sentinel errors shared by every Flux package. The
+// root package re-exports each of them under its public name (flux.ErrClock
+// and so on), so callers match them with errors.Is without importing this
+// package.
+package errs
+
+import "errors"
+
+// The sentinels. Their texts name the package users see, "flux".
+var (
+	InvalidRate       = errors.New("flux: invalid rate")
+	InvalidBurst      = errors.New("flux: invalid burst")
+	InvalidCost       = errors.New("flux: invalid cost")
+	CostExceedsBurst  = errors.New("flux: cost exceeds capacity")
+	EmptyKey          = errors.New("flux: empty key")
+	KeyTooLong        = errors.New("flux: key too long")
+	Clock             = errors.New("flux: clock failed")
+	Closed            = errors.New("flux: limiter closed")
+	Overloaded        = errors.New("flux: overloaded")
+	Full              = errors.New("flux: key table full")
+	Panic             = errors.New("flux: internal panic")
+	InvalidState      = errors.New("flux: invalid stored state")
+	InvalidAlgorithm  = errors.New("flux: invalid algorithm")
+	InvalidWindow     = errors.New("flux: invalid window")
+	InvalidLimitCount = errors.New("flux: invalid limit")
+)

@@ -1,0 +1,774 @@
+// Package flux is an exact, fast rate limiter for Go services.
+//
+// A Limiter spreads keys over shard goroutines by a hash. Each shard owns the
+// state of its keys in a plain map and answers requests sent over its
+// mailbox, so no lock guards the state and a check costs one channel round
+// trip. CheckBatch sends one message per shard for a whole batch, which is
+// the fast path when there is more than one key to check at a time; the
+// async API (CheckAsync, Future) lets one goroutine keep many checks in
+// flight.
+//
+// The default algorithm is GCRA as FluxLimiter defines it: a Limit of Rate
+// requests per second with Burst extra requests admits Burst+1 requests at
+// once after idle (floor(Burst)+1 when Burst is fractional), then one every
+// 1/Rate seconds.
+package flux
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"math/bits"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/shard"
+)
+
+// DefaultMaxKeyLen is the longest key accepted unless WithMaxKeyLen says
+// otherwise: 1 KiB.
+const DefaultMaxKeyLen = 1024
+
+// DefaultOverloadWait is how long a check waits for room in a full shard
+// mailbox before it fails with ErrOverloaded, unless its context ends first
+// or WithOverloadWait says otherwise.
+const DefaultOverloadWait = time.Second
+
+// Limit is a rate limit.
+//
+// Rate is in requests per second, with 0 < Rate ≤ 1e9. Burst is the number
+// of requests admitted beyond the steady rate, ≥ 0, and may be fractional.
+//
+// Internally the emission interval T is 1e9/Rate nanoseconds rounded to the
+// nearest nanosecond and the tolerance τ is Burst·T rounded down. The
+// rounding of T changes the effective rate by a relative error of at most
+// 0.5/T = Rate/2e9: none below 1e3/s, under 0.05% at 1e6/s, up to 5% at
+// 1e8/s and up to 50% near 1e9/s (T = 1 or 2 ns). The capacity after idle is
+// floor(Burst) + 1.
+type Limit struct {
+	Rate  float64
+	Burst float64
+}
+
+// Capacity returns floor(Burst)+1, the requests a fresh key admits at once,
+// or 0 if the limit is invalid.
+func (l Limit) Capacity() int {
+	g, err := algorithm.NewGCRA(l.Rate, l.Burst)
+	if err != nil {
+		return 0
+	}
+	return int(g.Capacity())
+}
+
+// Validate reports whether the limit is usable; the error wraps
+// ErrInvalidRate or ErrInvalidBurst.
+func (l Limit) Validate() error {
+	_, err := algorithm.NewGCRA(l.Rate, l.Burst)
+	return err
+}
+
+// Decision is the answer to a check. A denial is a Decision with Allowed
+// false, never an error.
+type Decision struct {
+	// Allowed reports whether the request was admitted (for a peek: whether a
+	// cost-1 request would be admitted now).
+	Allowed bool
+	// Limit is the capacity: floor(Burst)+1 requests after idle.
+	Limit int
+	// Remaining is how many cost-1 requests would be admitted right now,
+	// after this decision.
+	Remaining int
+	// RetryAfter is 0 when Allowed; otherwise the wait after which this same
+	// request would be admitted, rounded up (a caller that waits exactly
+	// RetryAfter is admitted if nothing else was admitted meanwhile).
+	RetryAfter time.Duration
+	// ResetAfter is the time until the key is back at full capacity.
+	ResetAfter time.Duration
+}
+
+// Request is one item of a batch: a check of Cost for Key. Cost 0 peeks,
+// as with CheckN.
+type Request struct {
+	Key  string
+	Cost int
+}
+
+// Update is an admission of Cost for Key decided elsewhere (by another
+// node) at At, in Unix nanoseconds. Apply adds it without deciding.
+type Update struct {
+	Key  string
+	At   int64
+	Cost int
+}
+
+// KeyState is one key's state in a snapshot, encoded by the limiter's
+// algorithm (for GCRA: the theoretical arrival time as 8 big-endian bytes).
+type KeyState struct {
+	Key   string
+	State []byte
+}
+
+// Option configures a Limiter.
+type Option func(*options)
+
+type options struct {
+	clock       clock.Clock
+	shards      int
+	maxKeys     int
+	maxKeyLen   int
+	mailbox     int
+	wait        time.Duration
+	sweepEvery  time.Duration
+	sweepBudget int
+	logger      *slog.Logger
+	err         error
+}
+
+// WithClock sets the clock (default: a clock.System created by New).
+func WithClock(c clock.Clock) Option {
+	return func(o *options) {
+		if c == nil {
+			o.err = fmt.Errorf("%w: nil clock", ErrInvalidOption)
+		}
+		o.clock = c
+	}
+}
+
+// WithShards sets the number of shard goroutines (default: GOMAXPROCS).
+func WithShards(n int) Option {
+	return func(o *options) {
+		if n < 1 || n > 1<<16 {
+			o.err = fmt.Errorf("%w: %d shards (want 1 to 65536)", ErrInvalidOption, n)
+		}
+		o.shards = n
+	}
+}
+
+// WithMaxKeys bounds the keys held to about n, split evenly over the shards
+// (each holds at most ceil(n/shards)). A shard that is full makes room by
+// evicting keys whose state equals a fresh key, which loses nothing; if it
+// finds none, the request for the new key fails with ErrFull. Keys already
+// held are never evicted while they are throttled. 0 means no bound.
+func WithMaxKeys(n int) Option {
+	return func(o *options) {
+		if n < 0 {
+			o.err = fmt.Errorf("%w: max keys %d", ErrInvalidOption, n)
+		}
+		o.maxKeys = n
+	}
+}
+
+// WithMaxKeyLen sets the longest key accepted, in bytes (default
+// DefaultMaxKeyLen). Longer keys fail with ErrKeyTooLong.
+func WithMaxKeyLen(n int) Option {
+	return func(o *options) {
+		if n < 1 {
+			o.err = fmt.Errorf("%w: max key length %d", ErrInvalidOption, n)
+		}
+		o.maxKeyLen = n
+	}
+}
+
+// WithMailbox sets each shard's mailbox capacity (default 1024 messages).
+func WithMailbox(n int) Option {
+	return func(o *options) {
+		if n < 1 {
+			o.err = fmt.Errorf("%w: mailbox %d", ErrInvalidOption, n)
+		}
+		o.mailbox = n
+	}
+}
+
+// WithOverloadWait bounds how long a request waits for room in a full
+// shard mailbox before failing with ErrOverloaded (default
+// DefaultOverloadWait). 0 waits as long as the request's context allows.
+func WithOverloadWait(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.err = fmt.Errorf("%w: overload wait %v", ErrInvalidOption, d)
+		}
+		o.wait = d
+	}
+}
+
+// WithSweep sets the background sweep that forgets idle keys: every period
+// each shard visits at most budget keys, continuing where it stopped, and
+// removes those whose state equals a fresh key (default: 1s and 1024). A
+// negative period turns the sweep off.
+func WithSweep(every time.Duration, budget int) Option {
+	return func(o *options) {
+		if every == 0 || budget < 1 {
+			o.err = fmt.Errorf("%w: sweep every %v, budget %d", ErrInvalidOption, every, budget)
+		}
+		o.sweepEvery, o.sweepBudget = every, budget
+	}
+}
+
+// WithLogger sets where the limiter reports contained panics (default:
+// nowhere; the library logs nothing unless given a logger).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// ErrInvalidOption: an option was given an unusable value.
+var ErrInvalidOption = fmt.Errorf("flux: invalid option")
+
+// Limiter is a sharded rate limiter. All its methods are safe for
+// simultaneous use by multiple goroutines. Create one with New and release
+// it with Close.
+type Limiter struct {
+	eng       engine
+	limit     atomic.Pointer[Limit]
+	capacity  atomic.Int64
+	maxKeyLen int
+	closed    atomic.Bool
+	closeOnce sync.Once
+	setMu     sync.Mutex // one SetLimit at a time
+	cleanMu   sync.Mutex // one Cleanup at a time: shards keep one cleanup pass
+	asyncMu   sync.Mutex // orders async.Go against Close
+	async     sync.WaitGroup
+}
+
+// New returns a Limiter enforcing limit for every key. It starts the shard
+// goroutines; call Close to stop them.
+func New(limit Limit, opts ...Option) (*Limiter, error) {
+	o := options{maxKeyLen: DefaultMaxKeyLen, wait: DefaultOverloadWait}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	if o.clock == nil {
+		o.clock = clock.NewSystem()
+	}
+	if o.shards == 0 {
+		o.shards = runtime.GOMAXPROCS(0)
+	}
+	alg, err := algorithm.NewGCRA(limit.Rate, limit.Burst)
+	if err != nil {
+		return nil, err
+	}
+	l := &Limiter{maxKeyLen: o.maxKeyLen}
+	l.eng = newGroup[int64](alg, o, func(lim Limit) (algorithm.Algorithm[int64], error) {
+		return algorithm.NewGCRA(lim.Rate, lim.Burst)
+	})
+	l.limit.Store(&limit)
+	l.capacity.Store(alg.Capacity())
+	return l, nil
+}
+
+// Limit returns the limit in force.
+func (l *Limiter) Limit() Limit { return *l.limit.Load() }
+
+// validate checks one request before it is sent to a shard.
+func (l *Limiter) validate(key string, cost int) error {
+	switch {
+	case len(key) == 0:
+		return ErrEmptyKey
+	case len(key) > l.maxKeyLen:
+		return fmt.Errorf("%w: %d bytes (max %d)", ErrKeyTooLong, len(key), l.maxKeyLen)
+	case cost < 0:
+		return fmt.Errorf("%w: %d", ErrInvalidCost, cost)
+	case int64(cost) > l.capacity.Load():
+		return fmt.Errorf("%w: cost %d, capacity %d", ErrCostExceedsBurst, cost, l.capacity.Load())
+	}
+	return nil
+}
+
+// Check is shorthand for CheckN(ctx, key, 1).
+func (l *Limiter) Check(ctx context.Context, key string) (Decision, error) {
+	return l.CheckN(ctx, key, 1)
+}
+
+// CheckN reports whether a request of cost n for key is admitted now, and
+// records it if so. n = 0 peeks (see Peek). A cost above the capacity fails
+// with ErrCostExceedsBurst rather than being denied, since no wait would
+// ever admit it. The call returns early with an error if ctx ends first.
+func (l *Limiter) CheckN(ctx context.Context, key string, n int) (Decision, error) {
+	if l.closed.Load() {
+		return Decision{}, ErrClosed
+	}
+	if err := l.validate(key, n); err != nil {
+		return Decision{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{}, err
+	}
+	return l.eng.check(ctx, key, int64(n))
+}
+
+// Peek reports the key's state as a check would, without consuming
+// anything: Allowed and RetryAfter say what a cost-1 request would get now,
+// and Limit, Remaining and ResetAfter are as for a check.
+func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
+	return l.CheckN(ctx, key, 0)
+}
+
+// CheckBatch checks many requests at once: out[i] answers reqs[i]. It
+// sends one message per shard and each shard reads the clock once, so it is
+// much cheaper per request than separate checks. Requests for the same key
+// are decided in order.
+//
+// Every item is validated before any is applied: an invalid item makes
+// CheckBatch return a *BatchError naming its index, with nothing applied.
+// out must be at least as long as reqs. If the batch fails later (a clock
+// failure, overload, the context ending), some shards may have applied
+// their part.
+func (l *Limiter) CheckBatch(ctx context.Context, reqs []Request, out []Decision) error {
+	return l.checkBatch(ctx, reqs, out, nil)
+}
+
+// CheckBatchEach is CheckBatch for callers that answer each item on its
+// own (flux-node's batch endpoint): an item that cannot be decided at run
+// time (ErrFull, or ErrCostExceedsBurst after a concurrent SetLimit) gets
+// its error in itemErrs[i] and the other items are still decided. itemErrs
+// must be as long as reqs; entries of items that were decided are left
+// untouched. The returned error is for the batch as a whole.
+func (l *Limiter) CheckBatchEach(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
+	if len(itemErrs) < len(reqs) {
+		return fmt.Errorf("%w: itemErrs has room for %d errors, reqs has %d", ErrInvalidOption, len(itemErrs), len(reqs))
+	}
+	return l.checkBatch(ctx, reqs, out, itemErrs[:len(reqs)])
+}
+
+func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if len(out) < len(reqs) {
+		return fmt.Errorf("%w: out has room for %d decisions, reqs has %d", ErrInvalidOption, len(out), len(reqs))
+	}
+	for i := range reqs {
+		if err := l.validate(reqs[i].Key, reqs[i].Cost); err != nil {
+			return &BatchError{Index: i, Err: err}
+		}
+	}
+	if len(reqs) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := l.eng.start(ctx, reqs)
+	if err != nil {
+		return err
+	}
+	return l.eng.finish(ctx, p, out, itemErrs)
+}
+
+// Apply records admissions decided elsewhere (another node's, for cluster
+// gossip) without deciding: each adds its cost at its time to the key's
+// state. Invalid items are reported as a *BatchError and nothing is applied.
+func (l *Limiter) Apply(ctx context.Context, updates []Update) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	for i := range updates {
+		u := &updates[i]
+		switch {
+		case len(u.Key) == 0:
+			return &BatchError{Index: i, Err: ErrEmptyKey}
+		case len(u.Key) > l.maxKeyLen:
+			return &BatchError{Index: i, Err: ErrKeyTooLong}
+		case u.Cost < 0:
+			return &BatchError{Index: i, Err: ErrInvalidCost}
+		}
+	}
+	if len(updates) == 0 {
+		return nil
+	}
+	return l.eng.apply(ctx, updates)
+}
+
+// SetLimit changes the limit of every key. Each shard re-bases its keys so
+// that each keeps the number of requests it has used (measured in the new
+// emission interval, capped at the new capacity): no key keeps an allowance
+// the new limit would not give it, and none is forgiven. If SetLimit returns
+// an error, some shards may already use the new limit; call it again.
+func (l *Limiter) SetLimit(ctx context.Context, limit Limit) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if err := limit.Validate(); err != nil {
+		return err
+	}
+	l.setMu.Lock()
+	defer l.setMu.Unlock()
+	capacity, err := l.eng.setLimit(ctx, limit)
+	if err != nil {
+		return err
+	}
+	l.limit.Store(&limit)
+	l.capacity.Store(capacity)
+	return nil
+}
+
+// Cleanup removes every key that has been idle (equal to a fresh key) for at
+// least staleAfter, and reports how many it removed. Removing an idle key
+// loses nothing. Shards are cleaned in parallel, each in steps of bounded
+// size, so other requests are answered in between. The background sweep
+// (WithSweep) does the same continuously for staleAfter = 0.
+func (l *Limiter) Cleanup(ctx context.Context, staleAfter time.Duration) (int, error) {
+	if l.closed.Load() {
+		return 0, ErrClosed
+	}
+	if staleAfter < 0 {
+		return 0, fmt.Errorf("%w: negative staleAfter %v", ErrInvalidOption, staleAfter)
+	}
+	l.cleanMu.Lock()
+	defer l.cleanMu.Unlock()
+	var total atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range l.eng.shardCount() {
+		g.Go(func() error {
+			n, err := l.eng.cleanup(gctx, i, staleAfter)
+			total.Add(int64(n))
+			return err
+		})
+	}
+	err := g.Wait()
+	return int(total.Load()), err
+}
+
+// Snapshot returns the state of every key that is not idle, encoded by the
+// limiter's algorithm, for saving or for handing to another node.
+func (l *Limiter) Snapshot(ctx context.Context) ([]KeyState, error) {
+	if l.closed.Load() {
+		return nil, ErrClosed
+	}
+	return l.eng.snapshot(ctx)
+}
+
+// Restore loads states produced by Snapshot (of a limiter with the same
+// algorithm), replacing what this limiter holds for those keys.
+func (l *Limiter) Restore(ctx context.Context, states []KeyState) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	return l.eng.restore(ctx, states)
+}
+
+// Len reports how many keys the limiter holds. It reads counters the shards
+// publish after each message, without messaging them, so it is cheap and
+// may lag in-flight requests slightly. It returns 0 after Close.
+func (l *Limiter) Len() int {
+	if l.closed.Load() {
+		return 0
+	}
+	return l.eng.len()
+}
+
+// ShardStats returns each shard's counters (keys held, mailbox depth,
+// evictions, sweeps, refusals, contained panics, clock errors).
+func (l *Limiter) ShardStats() []shard.Stats { return l.eng.stats() }
+
+// Close stops every shard and returns once all the limiter's goroutines
+// have exited. Requests still queued fail with ErrClosed. A second Close
+// returns nil; every other method called after Close returns ErrClosed.
+func (l *Limiter) Close() error {
+	l.closeOnce.Do(func() {
+		l.asyncMu.Lock()
+		l.closed.Store(true)
+		l.asyncMu.Unlock()
+		l.eng.stop()
+		l.async.Wait()
+	})
+	return nil
+}
+
+// engine is the algorithm-independent face of a group of shards.
+type engine interface {
+	check(ctx context.Context, key string, cost int64) (Decision, error)
+	checkAsync(ctx context.Context, key string, cost int64) (chan shard.Reply, <-chan struct{}, error)
+	start(ctx context.Context, reqs []Request) (*pending, error)
+	finish(ctx context.Context, p *pending, out []Decision, itemErrs []error) error
+	apply(ctx context.Context, ups []Update) error
+	setLimit(ctx context.Context, lim Limit) (capacity int64, err error)
+	cleanup(ctx context.Context, shard int, staleAfter time.Duration) (int, error)
+	snapshot(ctx context.Context) ([]KeyState, error)
+	restore(ctx context.Context, states []KeyState) error
+	shardCount() int
+	len() int
+	stats() []shard.Stats
+	stop()
+}
+
+// group is the engine for algorithms whose per-key state is S.
+type group[S any] struct {
+	shards  []*shard.Shard[S]
+	seed    maphash.Seed
+	compile func(Limit) (algorithm.Algorithm[S], error)
+	alg     atomic.Pointer[algorithm.Algorithm[S]]
+	pool    sync.Pool // *pending
+}
+
+func newGroup[S any](alg algorithm.Algorithm[S], o options, compile func(Limit) (algorithm.Algorithm[S], error)) *group[S] {
+	g := &group[S]{seed: maphash.MakeSeed(), compile: compile}
+	g.alg.Store(&alg)
+	perShard := 0
+	if o.maxKeys > 0 {
+		perShard = (o.maxKeys + o.shards - 1) / o.shards
+	}
+	var onPanic func(any)
+	if o.logger != nil {
+		lg := o.logger
+		onPanic = func(v any) { lg.Error("flux: shard handler panicked", "panic", v) }
+	}
+	g.shards = make([]*shard.Shard[S], o.shards)
+	for i := range g.shards {
+		g.shards[i] = shard.New(shard.Config[S]{
+			ID:          i,
+			Algorithm:   alg,
+			Clock:       o.clock,
+			Mailbox:     o.mailbox,
+			MaxWait:     o.wait,
+			MaxKeys:     perShard,
+			SweepEvery:  o.sweepEvery,
+			SweepBudget: o.sweepBudget,
+			OnPanic:     onPanic,
+		})
+	}
+	n := len(g.shards)
+	g.pool.New = func() any {
+		p := &pending{parts: make([]part, n), done: make(chan *shard.Batch, n)}
+		for i := range p.parts {
+			p.parts[i].b.Done = p.done
+		}
+		return p
+	}
+	return g
+}
+
+func (g *group[S]) index(key string) int {
+	hi, _ := bits.Mul64(maphash.String(g.seed, key), uint64(len(g.shards)))
+	return int(hi)
+}
+
+func (g *group[S]) check(ctx context.Context, key string, cost int64) (Decision, error) {
+	d, err := g.shards[g.index(key)].Check(ctx, key, cost)
+	return Decision(d), err
+}
+
+func (g *group[S]) checkAsync(ctx context.Context, key string, cost int64) (chan shard.Reply, <-chan struct{}, error) {
+	sh := g.shards[g.index(key)]
+	rc, err := sh.CheckAsync(ctx, key, cost)
+	return rc, sh.Done(), err
+}
+
+// pending is a batch in flight: one part per shard. It is pooled; a batch
+// abandoned mid-flight (its context ended) is not returned to the pool,
+// because shards may still write into it.
+type pending struct {
+	parts []part
+	done  chan *shard.Batch
+	sent  int
+	n     int // number of requests
+}
+
+type part struct {
+	b   shard.Batch
+	idx []int32
+}
+
+func (g *group[S]) start(ctx context.Context, reqs []Request) (*pending, error) {
+	p := g.pool.Get().(*pending)
+	p.sent, p.n = 0, len(reqs)
+	for i := range p.parts {
+		pt := &p.parts[i]
+		pt.b.Items, pt.b.Out, pt.b.Err, pt.idx = pt.b.Items[:0], pt.b.Out[:0], nil, pt.idx[:0]
+	}
+	for i := range reqs {
+		pt := &p.parts[g.index(reqs[i].Key)]
+		pt.b.Items = append(pt.b.Items, shard.Item{Key: reqs[i].Key, Cost: int64(reqs[i].Cost)})
+		pt.idx = append(pt.idx, int32(i))
+	}
+	for i := range p.parts {
+		pt := &p.parts[i]
+		if len(pt.b.Items) == 0 {
+			continue
+		}
+		n := len(pt.b.Items)
+		if cap(pt.b.Out) < n {
+			pt.b.Out = make([]algorithm.Decision, n, 2*n)
+			pt.b.Errs = make([]error, n, 2*n)
+		} else {
+			pt.b.Out = pt.b.Out[:n]
+			pt.b.Errs = pt.b.Errs[:n]
+			clear(pt.b.Errs)
+		}
+		if err := g.shards[i].SendBatch(ctx, &pt.b); err != nil {
+			if p.sent == 0 {
+				g.pool.Put(p)
+			}
+			return nil, err
+		}
+		p.sent++
+	}
+	return p, nil
+}
+
+func (g *group[S]) finish(ctx context.Context, p *pending, out []Decision, itemErrs []error) error {
+	var first error
+	for range p.sent {
+		select {
+		case b := <-p.done:
+			if b.Err != nil && first == nil {
+				first = b.Err
+			}
+		case <-ctx.Done():
+			return ctx.Err() // p is abandoned: shards may still write into it
+		}
+	}
+	var firstItem error
+	firstIdx := len(out)
+	for i := range p.parts {
+		pt := &p.parts[i]
+		for j, k := range pt.idx {
+			out[k] = Decision(pt.b.Out[j])
+			if err := pt.b.Errs[j]; err != nil {
+				if itemErrs != nil {
+					itemErrs[k] = err
+				} else if int(k) < firstIdx {
+					firstIdx, firstItem = int(k), err
+				}
+			}
+		}
+	}
+	g.pool.Put(p)
+	if first == nil && firstItem != nil {
+		first = &BatchError{Index: firstIdx, Err: firstItem}
+	}
+	return first
+}
+
+func (g *group[S]) apply(ctx context.Context, ups []Update) error {
+	parts := make([]shard.Batch, len(g.shards))
+	done := make(chan *shard.Batch, len(g.shards))
+	for _, u := range ups {
+		b := &parts[g.index(u.Key)]
+		b.Items = append(b.Items, shard.Item{Key: u.Key, Cost: int64(u.Cost), At: u.At})
+	}
+	sent := 0
+	for i := range parts {
+		if len(parts[i].Items) == 0 {
+			continue
+		}
+		parts[i].Done = done
+		if err := g.shards[i].SendApply(ctx, &parts[i]); err != nil {
+			return err
+		}
+		sent++
+	}
+	var first error
+	for range sent {
+		select {
+		case b := <-done:
+			if b.Err != nil && first == nil {
+				first = b.Err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return first
+}
+
+func (g *group[S]) setLimit(ctx context.Context, lim Limit) (int64, error) {
+	alg, err := g.compile(lim)
+	if err != nil {
+		return 0, err
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	for _, sh := range g.shards {
+		eg.Go(func() error { return sh.SetAlgorithm(ectx, alg) })
+	}
+	if err := eg.Wait(); err != nil {
+		return 0, err
+	}
+	g.alg.Store(&alg)
+	return alg.Capacity(), nil
+}
+
+func (g *group[S]) cleanup(ctx context.Context, i int, staleAfter time.Duration) (int, error) {
+	total := 0
+	for start := true; ; start = false {
+		n, done, err := g.shards[i].CleanupStep(ctx, staleAfter, 0, start)
+		total += n
+		if err != nil || done {
+			return total, err
+		}
+	}
+}
+
+func (g *group[S]) snapshot(ctx context.Context) ([]KeyState, error) {
+	alg := *g.alg.Load()
+	var out []KeyState
+	for _, sh := range g.shards {
+		es, err := sh.Snapshot(ctx)
+		if err != nil {
+			return out, err
+		}
+		for _, e := range es {
+			out = append(out, KeyState{Key: e.Key, State: alg.AppendState(nil, e.State)})
+		}
+	}
+	return out, nil
+}
+
+func (g *group[S]) restore(ctx context.Context, states []KeyState) error {
+	alg := *g.alg.Load()
+	parts := make([][]shard.Entry[S], len(g.shards))
+	for i, ks := range states {
+		if len(ks.Key) == 0 {
+			return &BatchError{Index: i, Err: ErrEmptyKey}
+		}
+		st, err := alg.DecodeState(ks.State)
+		if err != nil {
+			return &BatchError{Index: i, Err: err}
+		}
+		k := g.index(ks.Key)
+		parts[k] = append(parts[k], shard.Entry[S]{Key: ks.Key, State: st})
+	}
+	for i, es := range parts {
+		if len(es) == 0 {
+			continue
+		}
+		if err := g.shards[i].Restore(ctx, es); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *group[S]) shardCount() int { return len(g.shards) }
+
+func (g *group[S]) len() int {
+	n := 0
+	for _, sh := range g.shards {
+		n += sh.Len()
+	}
+	return n
+}
+
+func (g *group[S]) stats() []shard.Stats {
+	out := make([]shard.Stats, len(g.shards))
+	for i, sh := range g.shards {
+		out[i] = sh.Stats()
+	}
+	return out
+}
+
+func (g *group[S]) stop() {
+	var wg sync.WaitGroup
+	for _, sh := range g.shards {
+		wg.Go(sh.Stop)
+	}
+	wg.Wait()
+}
+

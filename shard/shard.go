@@ -1,0 +1,595 @@
+// Package shard is the shard actor: one goroutine that owns the state of
+// every key hashed to it in a plain map (no locks, no atomics on the state)
+// and answers checks, batches, peeks, remote admissions, limit changes,
+// cleanups and snapshots sent over its mailbox.
+//
+// Stale keys are swept incrementally: every sweep tick visits at most a fixed
+// number of keys, resuming where the previous tick stopped, so no tick pauses
+// the shard for a time proportional to the number of keys. A memory cap
+// (MaxKeys) makes room for a new key only by evicting keys whose state equals
+// a fresh key; when none can be found the new key is refused with an error
+// wrapping flux.ErrFull, so no throttled key is ever forgiven by eviction.
+package shard
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxlimiter/flux/actor"
+	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/internal/errs"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMailbox     = 1024
+	DefaultSweepEvery  = time.Second
+	DefaultSweepBudget = 1024
+	DefaultEvictBudget = 256
+	DefaultCleanBudget = 4096
+)
+
+// Config sets up a shard.
+type Config[S any] struct {
+	ID        int
+	Algorithm algorithm.Algorithm[S]
+	Clock     clock.Clock
+	// Mailbox is the mailbox capacity (DefaultMailbox if zero).
+	Mailbox int
+	// MaxWait bounds a send's wait for room in a full mailbox (0: the
+	// caller's context only).
+	MaxWait time.Duration
+	// MaxKeys caps the keys held (0: no cap).
+	MaxKeys int
+	// SweepEvery is the sweep period (DefaultSweepEvery if zero, no sweep if
+	// negative); SweepBudget the keys visited per tick.
+	SweepEvery  time.Duration
+	SweepBudget int
+	// EvictBudget is how many keys an insert into a full shard may visit
+	// looking for idle keys to evict.
+	EvictBudget int
+	// OnPanic is told about recovered panics.
+	OnPanic func(v any)
+}
+
+// Stats are a shard's counters, read without messaging the shard.
+type Stats struct {
+	Keys      int    // keys held
+	Mailbox   int    // messages waiting
+	Evicted   uint64 // idle keys evicted to make room under MaxKeys
+	Swept     uint64 // idle keys removed by the background sweep
+	Refused   uint64 // new keys refused because the shard was full
+	Panics    uint64 // handler panics contained
+	ClockErrs uint64 // clock failures
+}
+
+// Shard is one shard actor. Its exported methods are safe for simultaneous
+// use; the state they reach is touched only by the shard's goroutine.
+type Shard[S any] struct {
+	id      int
+	clk     clock.Clock
+	alg     algorithm.Algorithm[S] // owned by the shard goroutine
+	m       map[string]S           // owned by the shard goroutine
+	maxKeys int
+	evictN  int
+	sweepN  int
+
+	sweep iterState[S] // background sweep position
+	clean iterState[S] // explicit Cleanup position
+
+	keys      atomic.Int64
+	evicted   atomic.Uint64
+	swept     atomic.Uint64
+	refused   atomic.Uint64
+	panics    atomic.Uint64
+	clockErrs atomic.Uint64
+
+	act *actor.Actor[Msg[S]]
+}
+
+// iterState is a paused pass over the map.
+type iterState[S any] struct {
+	next func() (string, S, bool)
+	stop func()
+}
+
+func (it *iterState[S]) reset() {
+	if it.stop != nil {
+		it.stop()
+	}
+	it.next, it.stop = nil, nil
+}
+
+// pull returns the next entry of the current pass, starting a pass over m
+// if none is running; ok is false when the pass ends.
+func (it *iterState[S]) pull(m map[string]S) (k string, v S, ok bool) {
+	if it.next == nil {
+		it.next, it.stop = iter.Pull2(maps.All(m))
+	}
+	k, v, ok = it.next()
+	if !ok {
+		it.reset()
+	}
+	return k, v, ok
+}
+
+// New starts a shard. The caller owns it and must call Stop.
+func New[S any](cfg Config[S]) *Shard[S] {
+	if cfg.Mailbox == 0 {
+		cfg.Mailbox = DefaultMailbox
+	}
+	if cfg.SweepEvery == 0 {
+		cfg.SweepEvery = DefaultSweepEvery
+	}
+	if cfg.SweepBudget <= 0 {
+		cfg.SweepBudget = DefaultSweepBudget
+	}
+	if cfg.EvictBudget <= 0 {
+		cfg.EvictBudget = DefaultEvictBudget
+	}
+	s := &Shard[S]{
+		id:      cfg.ID,
+		clk:     cfg.Clock,
+		alg:     cfg.Algorithm,
+		m:       make(map[string]S),
+		maxKeys: cfg.MaxKeys,
+		evictN:  cfg.EvictBudget,
+		sweepN:  cfg.SweepBudget,
+	}
+	ac := actor.Config[Msg[S]]{
+		Mailbox: cfg.Mailbox,
+		MaxWait: cfg.MaxWait,
+		Handle:  s.handle,
+		OnStop: func() {
+			s.sweep.reset()
+			s.clean.reset()
+		},
+		OnPanic: func(v any) {
+			s.panics.Add(1)
+			if cfg.OnPanic != nil {
+				cfg.OnPanic(v)
+			}
+		},
+	}
+	if cfg.SweepEvery > 0 {
+		ac.Tick = cfg.SweepEvery
+		ac.OnTick = s.sweepTick
+	}
+	s.act = actor.Start(ac)
+	return s
+}
+
+// Stop stops the shard and waits for its goroutine. Idempotent.
+func (s *Shard[S]) Stop() { s.act.Stop() }
+
+// Stats returns the shard's counters.
+func (s *Shard[S]) Stats() Stats {
+	return Stats{
+		Keys:      int(s.keys.Load()),
+		Mailbox:   s.act.Len(),
+		Evicted:   s.evicted.Load(),
+		Swept:     s.swept.Load(),
+		Refused:   s.refused.Load(),
+		Panics:    s.panics.Load(),
+		ClockErrs: s.clockErrs.Load(),
+	}
+}
+
+// Len reports the number of keys held, as of the last message handled.
+func (s *Shard[S]) Len() int { return int(s.keys.Load()) }
+
+// kinds of message
+const (
+	kCheck uint8 = iota + 1
+	kBatch
+	kApply
+	kControl
+)
+
+// Msg is a shard message: one mailbox carries every kind, so they are
+// handled in the order they were sent.
+type Msg[S any] struct {
+	kind  uint8
+	key   string
+	cost  int64
+	reply chan Reply
+	batch *Batch
+	ctrl  *control[S]
+}
+
+// Fail answers the message's sender with err without blocking.
+func (m Msg[S]) Fail(err error) {
+	switch {
+	case m.reply != nil:
+		select {
+		case m.reply <- Reply{Err: err}:
+		default:
+		}
+	case m.batch != nil:
+		m.batch.Err = err
+		select {
+		case m.batch.Done <- m.batch:
+		default:
+		}
+	case m.ctrl != nil:
+		m.ctrl.err = err
+		select {
+		case m.ctrl.done <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Reply answers a single check.
+type Reply struct {
+	D   algorithm.Decision
+	Err error
+}
+
+var replyPool = sync.Pool{New: func() any { return make(chan Reply, 1) }}
+
+// Item is one request of a batch: a check of Cost for Key, or, in an apply
+// batch, an admission of Cost made elsewhere at At.
+type Item struct {
+	Key  string
+	Cost int64
+	At   int64
+}
+
+// Batch is one shard's part of a batch. The shard writes Out[i] for Items[i]
+// (checks only), sets Err if the whole part failed, then sends the batch on
+// Done, which must have room for it.
+type Batch struct {
+	Items []Item
+	Out   []algorithm.Decision
+	// Errs, if not nil, receives a per-item error (e.g. flux.ErrFull) for
+	// items that could not be decided; other items are still decided.
+	Errs []error
+	Err  error
+	Done chan *Batch
+}
+
+// Check decides one request of cost for key. Cost 0 peeks.
+func (s *Shard[S]) Check(ctx context.Context, key string, cost int64) (algorithm.Decision, error) {
+	rc := replyPool.Get().(chan Reply)
+	if err := s.act.Send(ctx, Msg[S]{kind: kCheck, key: key, cost: cost, reply: rc}); err != nil {
+		replyPool.Put(rc)
+		return algorithm.Decision{}, err
+	}
+	select {
+	case r := <-rc:
+		replyPool.Put(rc)
+		return r.D, r.Err
+	case <-ctx.Done():
+		// The shard may still answer; rc is abandoned, not pooled.
+		return algorithm.Decision{}, ctx.Err()
+	case <-s.act.Done():
+		select {
+		case r := <-rc:
+			return r.D, r.Err
+		default:
+			return algorithm.Decision{}, errs.Closed
+		}
+	}
+}
+
+// CheckAsync sends a check and returns the channel its reply will arrive on
+// (buffered 1). The caller waits on it together with Done.
+func (s *Shard[S]) CheckAsync(ctx context.Context, key string, cost int64) (chan Reply, error) {
+	rc := make(chan Reply, 1)
+	if err := s.act.Send(ctx, Msg[S]{kind: kCheck, key: key, cost: cost, reply: rc}); err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
+// Done is closed once the shard's goroutine has exited.
+func (s *Shard[S]) Done() <-chan struct{} { return s.act.Done() }
+
+// SendBatch sends b: a batch of checks. The reply arrives on b.Done.
+func (s *Shard[S]) SendBatch(ctx context.Context, b *Batch) error {
+	return s.act.Send(ctx, Msg[S]{kind: kBatch, batch: b})
+}
+
+// SendApply sends b: a batch of admissions made elsewhere, applied without
+// deciding. The reply arrives on b.Done.
+func (s *Shard[S]) SendApply(ctx context.Context, b *Batch) error {
+	return s.act.Send(ctx, Msg[S]{kind: kApply, batch: b})
+}
+
+func (s *Shard[S]) handle(m Msg[S]) {
+	switch m.kind {
+	case kCheck:
+		now, err := s.now()
+		if err != nil {
+			m.reply <- Reply{Err: err}
+			return
+		}
+		d, err := s.check(m.key, m.cost, now)
+		m.reply <- Reply{D: d, Err: err}
+	case kBatch:
+		b := m.batch
+		now, err := s.now()
+		if err != nil {
+			b.Err = err
+		} else {
+			for i := range b.Items {
+				it := &b.Items[i]
+				d, err := s.check(it.Key, it.Cost, now)
+				b.Out[i] = d
+				if err != nil {
+					if b.Errs != nil {
+						b.Errs[i] = err
+					} else if b.Err == nil {
+						b.Err = fmt.Errorf("item %d: %w", i, err)
+					}
+				}
+			}
+		}
+		b.Done <- b
+	case kApply:
+		b := m.batch
+		for i := range b.Items {
+			it := &b.Items[i]
+			if err := s.apply(it.Key, it.At, it.Cost); err != nil && b.Err == nil {
+				b.Err = err
+			}
+		}
+		b.Done <- b
+	case kControl:
+		c := m.ctrl
+		c.err = c.run(s)
+		c.done <- struct{}{}
+	}
+	if n := int64(len(s.m)); n != s.keys.Load() {
+		s.keys.Store(n)
+	}
+}
+
+func (s *Shard[S]) now() (int64, error) {
+	now, err := s.clk.Now()
+	if err != nil {
+		s.clockErrs.Add(1)
+		return 0, fmt.Errorf("%w: %w", errs.Clock, err)
+	}
+	return now, nil
+}
+
+func (s *Shard[S]) check(key string, cost, now int64) (algorithm.Decision, error) {
+	if cost > s.alg.Capacity() {
+		// The limit shrank after the caller validated the cost.
+		return algorithm.Decision{}, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.alg.Capacity())
+	}
+	st, ok := s.m[key]
+	if !ok {
+		st = s.alg.Fresh(now)
+	}
+	next, d, changed := s.alg.Step(st, now, cost)
+	if changed {
+		if ok {
+			s.m[key] = next
+		} else if err := s.insert(key, next, now); err != nil {
+			return algorithm.Decision{}, err
+		}
+	}
+	return d, nil
+}
+
+func (s *Shard[S]) apply(key string, at, cost int64) error {
+	st, ok := s.m[key]
+	if ok {
+		s.m[key] = s.alg.Apply(st, at, cost)
+		return nil
+	}
+	now, err := s.now()
+	if err != nil {
+		return err
+	}
+	next := s.alg.Apply(s.alg.Fresh(now), at, cost)
+	if s.alg.IdleAt(next) <= now {
+		return nil // already forgotten by the time it arrived
+	}
+	return s.insert(key, next, now)
+}
+
+// insert adds a new key, making room under MaxKeys by evicting idle keys.
+func (s *Shard[S]) insert(key string, st S, now int64) error {
+	if s.maxKeys > 0 && len(s.m) >= s.maxKeys {
+		s.evict(now)
+		if len(s.m) >= s.maxKeys {
+			s.refused.Add(1)
+			return fmt.Errorf("%w: shard %d holds %d keys and none is idle", errs.Full, s.id, len(s.m))
+		}
+	}
+	// Clone: the caller's key may alias a buffer it will reuse.
+	s.m[strings.Clone(key)] = st
+	return nil
+}
+
+// evict visits up to evictN keys of the ongoing sweep pass (starting another
+// pass at most once) and removes every idle one it finds.
+func (s *Shard[S]) evict(now int64) {
+	restarted := false
+	for range s.evictN {
+		k, v, ok := s.sweep.pull(s.m)
+		if !ok {
+			if restarted {
+				return
+			}
+			restarted = true
+			continue
+		}
+		if s.alg.IdleAt(v) <= now {
+			delete(s.m, k)
+			s.evicted.Add(1)
+		}
+	}
+}
+
+// sweepTick removes idle keys among the next SweepBudget keys of the pass.
+func (s *Shard[S]) sweepTick() {
+	if len(s.m) == 0 {
+		s.sweep.reset()
+		return
+	}
+	now, err := s.now()
+	if err != nil {
+		return
+	}
+	for range s.sweepN {
+		k, v, ok := s.sweep.pull(s.m)
+		if !ok {
+			break
+		}
+		if s.alg.IdleAt(v) <= now {
+			delete(s.m, k)
+			s.swept.Add(1)
+		}
+	}
+	if n := int64(len(s.m)); n != s.keys.Load() {
+		s.keys.Store(n)
+	}
+}
+
+// control is a rare message: a limit change, a cleanup step, a snapshot.
+type control[S any] struct {
+	run  func(s *Shard[S]) error
+	err  error
+	done chan struct{}
+}
+
+func (s *Shard[S]) do(ctx context.Context, run func(s *Shard[S]) error) error {
+	c := &control[S]{run: run, done: make(chan struct{}, 1)}
+	if err := s.act.Send(ctx, Msg[S]{kind: kControl, ctrl: c}); err != nil {
+		return err
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.act.Done():
+		select {
+		case <-c.done:
+			return c.err
+		default:
+			return errs.Closed
+		}
+	}
+}
+
+// SetAlgorithm replaces the shard's algorithm (a limit change), re-basing
+// every key's state under it. Idle keys are dropped on the way.
+func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S]) error {
+	return s.do(ctx, func(s *Shard[S]) error {
+		now, err := s.now()
+		if err != nil {
+			return err
+		}
+		prev := s.alg
+		for k, v := range s.m {
+			if prev.IdleAt(v) <= now {
+				delete(s.m, k)
+				continue
+			}
+			s.m[k] = alg.Rebase(v, now, prev)
+		}
+		s.alg = alg
+		// Positions of paused passes stay valid: the map was only modified.
+		return nil
+	})
+}
+
+// CleanupStep removes keys idle for at least staleAfter among the next
+// budget keys of an explicit cleanup pass; start begins a new pass. It
+// reports how many keys it removed and whether the pass is complete.
+func (s *Shard[S]) CleanupStep(ctx context.Context, staleAfter time.Duration, budget int, start bool) (removed int, done bool, err error) {
+	if budget <= 0 {
+		budget = DefaultCleanBudget
+	}
+	err = s.do(ctx, func(s *Shard[S]) error {
+		if start {
+			s.clean.reset()
+		}
+		now, err := s.now()
+		if err != nil {
+			return err
+		}
+		limit := now - int64(staleAfter)
+		for range budget {
+			k, v, ok := s.clean.pull(s.m)
+			if !ok {
+				done = true
+				return nil
+			}
+			if s.alg.IdleAt(v) <= limit {
+				delete(s.m, k)
+				removed++
+			}
+		}
+		return nil
+	})
+	return removed, done, err
+}
+
+// Entry is one key's state in a snapshot.
+type Entry[S any] struct {
+	Key   string
+	State S
+}
+
+// Snapshot returns every key that is not idle, with its state.
+func (s *Shard[S]) Snapshot(ctx context.Context) ([]Entry[S], error) {
+	var out []Entry[S]
+	err := s.do(ctx, func(s *Shard[S]) error {
+		now, err := s.now()
+		if err != nil {
+			return err
+		}
+		out = make([]Entry[S], 0, len(s.m))
+		for k, v := range s.m {
+			if s.alg.IdleAt(v) > now {
+				out = append(out, Entry[S]{Key: k, State: v})
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Restore sets the given states, replacing what the shard holds for those
+// keys (for loading a snapshot into an empty limiter). Idle states are
+// skipped; keys beyond MaxKeys are refused with flux.ErrFull.
+func (s *Shard[S]) Restore(ctx context.Context, entries []Entry[S]) error {
+	return s.do(ctx, func(s *Shard[S]) error {
+		now, err := s.now()
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if s.alg.IdleAt(e.State) <= now {
+				continue
+			}
+			if _, ok := s.m[e.Key]; ok {
+				s.m[e.Key] = e.State
+			} else if err := s.insert(e.Key, e.State, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Algorithm returns the shard's current algorithm, read on its goroutine.
+func (s *Shard[S]) Algorithm(ctx context.Context) (algorithm.Algorithm[S], error) {
+	var a algorithm.Algorithm[S]
+	err := s.do(ctx, func(s *Shard[S]) error { a = s.alg; return nil })
+	return a, err
+}
