@@ -91,6 +91,10 @@ type Decision struct {
 	RetryAfter time.Duration
 	// ResetAfter is the time until the key is back at full capacity.
 	ResetAfter time.Duration
+	// Delay is how long the caller should wait before acting on an admitted
+	// request so that admitted requests leave at the limit's rate. Only
+	// traffic-shaping algorithms set it; it is zero for GCRA.
+	Delay time.Duration
 }
 
 // Request is one item of a batch: a check of Cost for Key. Cost 0 peeks,

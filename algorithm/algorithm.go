@@ -24,6 +24,10 @@ type Decision struct {
 	RetryAfter time.Duration
 	// ResetAfter is the time until the key is back at full capacity.
 	ResetAfter time.Duration
+	// Delay is how long the caller should wait before acting on an admitted
+	// request, for algorithms that shape traffic (the leaky bucket); zero
+	// for the others.
+	Delay time.Duration
 }
 
 // Algorithm is one rate-limiting policy with its parameters compiled in, over
