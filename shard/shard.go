@@ -91,6 +91,8 @@ type Shard[S any] struct {
 	panics    atomic.Uint64
 	clockErrs atomic.Uint64
 
+	replies sync.Pool // chan Reply
+
 	act *actor.Actor[Msg[S]]
 }
 
@@ -143,6 +145,7 @@ func New[S any](cfg Config[S]) *Shard[S] {
 		evictN:  cfg.EvictBudget,
 		sweepN:  cfg.SweepBudget,
 	}
+	s.replies.New = newReplyChan
 	ac := actor.Config[Msg[S]]{
 		Mailbox: cfg.Mailbox,
 		MaxWait: cfg.MaxWait,
@@ -233,7 +236,10 @@ type Reply struct {
 	Err error
 }
 
-var replyPool = sync.Pool{New: func() any { return make(chan Reply, 1) }}
+// newReplyChan makes the pooled reply channels. Each shard has its own pool
+// (not a global one) so that channels never cross testing/synctest bubbles:
+// a shard created in a bubble is only used from it.
+func newReplyChan() any { return make(chan Reply, 1) }
 
 // Item is one request of a batch: a check of Cost for Key, or, in an apply
 // batch, an admission of Cost made elsewhere at At.
@@ -258,14 +264,14 @@ type Batch struct {
 
 // Check decides one request of cost for key. Cost 0 peeks.
 func (s *Shard[S]) Check(ctx context.Context, key string, cost int64) (algorithm.Decision, error) {
-	rc := replyPool.Get().(chan Reply)
+	rc := s.replies.Get().(chan Reply)
 	if err := s.act.Send(ctx, Msg[S]{kind: kCheck, key: key, cost: cost, reply: rc}); err != nil {
-		replyPool.Put(rc)
+		s.replies.Put(rc)
 		return algorithm.Decision{}, err
 	}
 	select {
 	case r := <-rc:
-		replyPool.Put(rc)
+		s.replies.Put(rc)
 		return r.D, r.Err
 	case <-ctx.Done():
 		// The shard may still answer; rc is abandoned, not pooled.
