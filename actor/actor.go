@@ -8,6 +8,11 @@
 // cannot be handled (the handler panicked, or the actor stopped with the
 // message still queued). Fail must never block; a reply channel buffered 1
 // and a non-blocking send meet that.
+//
+// Every message that Send accepts is answered, by the handler or by Fail,
+// even when the actor stops at the same moment. Callers can therefore wait
+// for a reply on its channel alone (plus their context), which is cheaper
+// than also watching the actor's lifetime.
 package actor
 
 import (
@@ -32,6 +37,7 @@ type Config[M Message] struct {
 	// Handle processes one message. It runs on the actor's goroutine only.
 	Handle func(M)
 	// Tick, if positive, calls OnTick on the actor's goroutine every Tick.
+	// Ticks queue behind the messages already in the mailbox.
 	Tick   time.Duration
 	OnTick func()
 	// OnStop runs on the actor's goroutine after the last message, before
@@ -45,15 +51,30 @@ type Config[M Message] struct {
 	MaxWait time.Duration
 }
 
-// Actor is a goroutine with a mailbox. Send, Stop, Done and Len are safe for
-// simultaneous use; Handle, OnTick and OnStop run one at a time on the
-// actor's own goroutine, so the state they touch needs no locks.
+// envelope kinds: the mailbox carries the timer's ticks and the stop request
+// too, so the actor waits on one channel with a plain receive (much cheaper
+// to park on than a select over three channels).
+const (
+	kindMsg uint8 = iota
+	kindTick
+	kindStop
+)
+
+type envelope[M any] struct {
+	kind uint8
+	m    M
+}
+
+// Actor is a goroutine with a mailbox. Send, Stop, Done, Len and Cap are
+// safe for simultaneous use; Handle, OnTick and OnStop run one at a time on
+// the actor's own goroutine, so the state they touch needs no locks.
 type Actor[M Message] struct {
 	cfg     Config[M]
-	mailbox chan M
-	quit    chan struct{}
-	done    chan struct{}
+	mailbox chan envelope[M]
+	quit    chan struct{} // closed by Stop: Send refuses, the ticker exits
+	done    chan struct{} // closed when the actor's goroutine is about to exit
 	once    sync.Once
+	wg      sync.WaitGroup // the actor and its ticker
 }
 
 // Start starts an actor and returns it. The caller owns it and must call Stop.
@@ -63,41 +84,68 @@ func Start[M Message](cfg Config[M]) *Actor[M] {
 	}
 	a := &Actor[M]{
 		cfg:     cfg,
-		mailbox: make(chan M, cfg.Mailbox),
+		mailbox: make(chan envelope[M], cfg.Mailbox),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	go a.run()
+	a.wg.Go(a.run)
+	if cfg.Tick > 0 && cfg.OnTick != nil {
+		a.wg.Go(a.ticker)
+	}
 	return a
 }
 
-func (a *Actor[M]) run() {
-	defer close(a.done)
-	var tick <-chan time.Time
-	if a.cfg.Tick > 0 && a.cfg.OnTick != nil {
-		t := time.NewTicker(a.cfg.Tick)
-		defer t.Stop()
-		tick = t.C
-	}
+// ticker turns timer ticks into mailbox envelopes. A tick waits for room in
+// the mailbox, so the sweep is delayed, never dropped, by a busy actor.
+func (a *Actor[M]) ticker() {
+	t := time.NewTicker(a.cfg.Tick)
+	defer t.Stop()
 	for {
 		select {
-		case m := <-a.mailbox:
-			a.handle(m)
-		case <-tick:
-			a.tick()
-		case <-a.quit:
-			// Answer whatever is still queued so no sender waits in vain.
-			for {
-				select {
-				case m := <-a.mailbox:
-					m.Fail(errs.Closed)
-				default:
-					if a.cfg.OnStop != nil {
-						a.cfg.OnStop()
-					}
-					return
-				}
+		case <-t.C:
+			select {
+			case a.mailbox <- envelope[M]{kind: kindTick}:
+			case <-a.quit:
+				return
 			}
+		case <-a.quit:
+			return
+		}
+	}
+}
+
+func (a *Actor[M]) run() {
+	for env := range a.mailbox {
+		switch env.kind {
+		case kindMsg:
+			a.handle(env.m)
+		case kindTick:
+			a.tick()
+		case kindStop:
+			a.drain()
+			if a.cfg.OnStop != nil {
+				a.cfg.OnStop()
+			}
+			close(a.done)
+			// A sender that enqueued after the first drain but before done
+			// was closed has not seen done closed: answer it here. One that
+			// enqueues after this drain sees done closed and drains itself.
+			a.drain()
+			return
+		}
+	}
+}
+
+// drain fails every queued message with ErrClosed.
+func (a *Actor[M]) drain() {
+	for {
+		select {
+		case env := <-a.mailbox:
+			if env.kind == kindMsg {
+				env.m.Fail(errs.Closed)
+			}
+		default:
+			return
 		}
 	}
 }
@@ -123,10 +171,12 @@ func (a *Actor[M]) tick() {
 	a.cfg.OnTick()
 }
 
-// Send puts m in the mailbox. It returns an error wrapping flux.ErrClosed if
-// the actor is stopping, and one wrapping flux.ErrOverloaded if the mailbox
-// stays full until ctx is done (the error then also wraps ctx.Err()) or for
-// longer than Config.MaxWait.
+// Send puts m in the mailbox; the actor will answer it (through the handler
+// or, if it stops first, through m.Fail with an error wrapping
+// flux.ErrClosed). Send returns an error, and m is not queued, if the actor
+// has stopped (flux.ErrClosed) or if the mailbox stays full until ctx is
+// done (flux.ErrOverloaded, also wrapping ctx.Err()) or for longer than
+// Config.MaxWait (flux.ErrOverloaded).
 func (a *Actor[M]) Send(ctx context.Context, m M) error {
 	select {
 	case <-a.quit:
@@ -134,11 +184,19 @@ func (a *Actor[M]) Send(ctx context.Context, m M) error {
 	default:
 	}
 	select {
-	case a.mailbox <- m:
-		return nil
+	case a.mailbox <- envelope[M]{m: m}:
+	default:
+		if err := a.sendSlow(ctx, m); err != nil {
+			return err
+		}
+	}
+	// If the actor has exited, nobody else will take what is queued.
+	select {
+	case <-a.done:
+		a.drain()
 	default:
 	}
-	return a.sendSlow(ctx, m)
+	return nil
 }
 
 func (a *Actor[M]) sendSlow(ctx context.Context, m M) error {
@@ -149,7 +207,7 @@ func (a *Actor[M]) sendSlow(ctx context.Context, m M) error {
 		timeout = t.C
 	}
 	select {
-	case a.mailbox <- m:
+	case a.mailbox <- envelope[M]{m: m}:
 		return nil
 	case <-a.quit:
 		return errs.Closed
@@ -160,15 +218,19 @@ func (a *Actor[M]) sendSlow(ctx context.Context, m M) error {
 	}
 }
 
-// Stop asks the actor to finish and waits until its goroutine has exited.
-// Messages still queued are failed with flux.ErrClosed. Stop is idempotent.
+// Stop asks the actor to finish and waits until its goroutines have exited.
+// Messages queued before Stop are handled; those that arrive while it stops
+// are failed with flux.ErrClosed; either way their senders are answered.
+// Stop is idempotent.
 func (a *Actor[M]) Stop() {
-	a.once.Do(func() { close(a.quit) })
-	<-a.done
+	a.once.Do(func() {
+		close(a.quit)
+		a.mailbox <- envelope[M]{kind: kindStop} // behind what is queued
+	})
+	a.wg.Wait()
 }
 
-// Done is closed once the actor's goroutine has exited. Senders waiting for
-// a reply select on it so that they never wait for a stopped actor.
+// Done is closed once the actor has stopped taking messages.
 func (a *Actor[M]) Done() <-chan struct{} { return a.done }
 
 // Len reports how many messages wait in the mailbox.

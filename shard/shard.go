@@ -76,7 +76,8 @@ type Shard[S any] struct {
 	id      int
 	clk     clock.Clock
 	alg     algorithm.Algorithm[S] // owned by the shard goroutine
-	m       map[string]S           // owned by the shard goroutine
+	cap     int64                  // alg.Capacity(), cached off the hot path
+	m       map[string]*S          // owned by the shard goroutine; pointers so a check updates in place
 	maxKeys int
 	evictN  int
 	sweepN  int
@@ -98,7 +99,7 @@ type Shard[S any] struct {
 
 // iterState is a paused pass over the map.
 type iterState[S any] struct {
-	next func() (string, S, bool)
+	next func() (string, *S, bool)
 	stop func()
 }
 
@@ -111,7 +112,7 @@ func (it *iterState[S]) reset() {
 
 // pull returns the next entry of the current pass, starting a pass over m
 // if none is running; ok is false when the pass ends.
-func (it *iterState[S]) pull(m map[string]S) (k string, v S, ok bool) {
+func (it *iterState[S]) pull(m map[string]*S) (k string, v *S, ok bool) {
 	if it.next == nil {
 		it.next, it.stop = iter.Pull2(maps.All(m))
 	}
@@ -140,7 +141,8 @@ func New[S any](cfg Config[S]) *Shard[S] {
 		id:      cfg.ID,
 		clk:     cfg.Clock,
 		alg:     cfg.Algorithm,
-		m:       make(map[string]S),
+		cap:     cfg.Algorithm.Capacity(),
+		m:       make(map[string]*S),
 		maxKeys: cfg.MaxKeys,
 		evictN:  cfg.EvictBudget,
 		sweepN:  cfg.SweepBudget,
@@ -249,17 +251,19 @@ type Item struct {
 	At   int64
 }
 
-// Batch is one shard's part of a batch. The shard writes Out[i] for Items[i]
-// (checks only), sets Err if the whole part failed, then sends the batch on
-// Done, which must have room for it.
+// Batch is one shard's part of a batch. The shard decides Items in order and
+// writes the decision for Items[i] to Out[Idx[i]] (to Out[i] if Idx is nil;
+// checks only). An item that cannot be decided gets its error in Errs[i]
+// (the shard allocates Errs on the first such error); Err is set if the
+// whole part failed. Then the shard sends the batch on Done, which must have
+// room for it.
 type Batch struct {
 	Items []Item
 	Out   []algorithm.Decision
-	// Errs, if not nil, receives a per-item error (e.g. flux.ErrFull) for
-	// items that could not be decided; other items are still decided.
-	Errs []error
-	Err  error
-	Done chan *Batch
+	Idx   []int32
+	Errs  []error
+	Err   error
+	Done  chan *Batch
 }
 
 // Check decides one request of cost for key. Cost 0 peeks.
@@ -269,20 +273,19 @@ func (s *Shard[S]) Check(ctx context.Context, key string, cost int64) (algorithm
 		s.replies.Put(rc)
 		return algorithm.Decision{}, err
 	}
+	done := ctx.Done()
+	if done == nil { // a context that never ends: a plain receive is cheapest
+		r := <-rc
+		s.replies.Put(rc)
+		return r.D, r.Err
+	}
 	select {
 	case r := <-rc:
 		s.replies.Put(rc)
 		return r.D, r.Err
-	case <-ctx.Done():
-		// The shard may still answer; rc is abandoned, not pooled.
+	case <-done:
+		// The shard will still answer; rc is abandoned, not pooled.
 		return algorithm.Decision{}, ctx.Err()
-	case <-s.act.Done():
-		select {
-		case r := <-rc:
-			return r.D, r.Err
-		default:
-			return algorithm.Decision{}, errs.Closed
-		}
 	}
 }
 
@@ -328,14 +331,17 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		} else {
 			for i := range b.Items {
 				it := &b.Items[i]
+				o := i
+				if b.Idx != nil {
+					o = int(b.Idx[i])
+				}
 				d, err := s.check(it.Key, it.Cost, now)
-				b.Out[i] = d
+				b.Out[o] = d
 				if err != nil {
-					if b.Errs != nil {
-						b.Errs[i] = err
-					} else if b.Err == nil {
-						b.Err = fmt.Errorf("item %d: %w", i, err)
+					if b.Errs == nil {
+						b.Errs = make([]error, len(b.Items))
 					}
+					b.Errs[i] = err
 				}
 			}
 		}
@@ -369,18 +375,21 @@ func (s *Shard[S]) now() (int64, error) {
 }
 
 func (s *Shard[S]) check(key string, cost, now int64) (algorithm.Decision, error) {
-	if cost > s.alg.Capacity() {
+	if cost > s.cap {
 		// The limit shrank after the caller validated the cost.
-		return algorithm.Decision{}, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.alg.Capacity())
+		return algorithm.Decision{}, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
 	}
-	st, ok := s.m[key]
-	if !ok {
+	p := s.m[key]
+	var st S
+	if p != nil {
+		st = *p
+	} else {
 		st = s.alg.Fresh(now)
 	}
 	next, d, changed := s.alg.Step(st, now, cost)
 	if changed {
-		if ok {
-			s.m[key] = next
+		if p != nil {
+			*p = next
 		} else if err := s.insert(key, next, now); err != nil {
 			return algorithm.Decision{}, err
 		}
@@ -389,9 +398,8 @@ func (s *Shard[S]) check(key string, cost, now int64) (algorithm.Decision, error
 }
 
 func (s *Shard[S]) apply(key string, at, cost int64) error {
-	st, ok := s.m[key]
-	if ok {
-		s.m[key] = s.alg.Apply(st, at, cost)
+	if p := s.m[key]; p != nil {
+		*p = s.alg.Apply(*p, at, cost)
 		return nil
 	}
 	now, err := s.now()
@@ -415,7 +423,9 @@ func (s *Shard[S]) insert(key string, st S, now int64) error {
 		}
 	}
 	// Clone: the caller's key may alias a buffer it will reuse.
-	s.m[strings.Clone(key)] = st
+	p := new(S)
+	*p = st
+	s.m[strings.Clone(key)] = p
 	return nil
 }
 
@@ -432,7 +442,7 @@ func (s *Shard[S]) evict(now int64) {
 			restarted = true
 			continue
 		}
-		if s.alg.IdleAt(v) <= now {
+		if s.alg.IdleAt(*v) <= now {
 			delete(s.m, k)
 			s.evicted.Add(1)
 		}
@@ -454,7 +464,7 @@ func (s *Shard[S]) sweepTick() {
 		if !ok {
 			break
 		}
-		if s.alg.IdleAt(v) <= now {
+		if s.alg.IdleAt(*v) <= now {
 			delete(s.m, k)
 			s.swept.Add(1)
 		}
@@ -481,13 +491,6 @@ func (s *Shard[S]) do(ctx context.Context, run func(s *Shard[S]) error) error {
 		return c.err
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-s.act.Done():
-		select {
-		case <-c.done:
-			return c.err
-		default:
-			return errs.Closed
-		}
 	}
 }
 
@@ -501,13 +504,14 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 		}
 		prev := s.alg
 		for k, v := range s.m {
-			if prev.IdleAt(v) <= now {
+			if prev.IdleAt(*v) <= now {
 				delete(s.m, k)
 				continue
 			}
-			s.m[k] = alg.Rebase(v, now, prev)
+			*v = alg.Rebase(*v, now, prev)
 		}
 		s.alg = alg
+		s.cap = alg.Capacity()
 		// Positions of paused passes stay valid: the map was only modified.
 		return nil
 	})
@@ -535,7 +539,7 @@ func (s *Shard[S]) CleanupStep(ctx context.Context, staleAfter time.Duration, bu
 				done = true
 				return nil
 			}
-			if s.alg.IdleAt(v) <= limit {
+			if s.alg.IdleAt(*v) <= limit {
 				delete(s.m, k)
 				removed++
 			}
@@ -561,8 +565,8 @@ func (s *Shard[S]) Snapshot(ctx context.Context) ([]Entry[S], error) {
 		}
 		out = make([]Entry[S], 0, len(s.m))
 		for k, v := range s.m {
-			if s.alg.IdleAt(v) > now {
-				out = append(out, Entry[S]{Key: k, State: v})
+			if s.alg.IdleAt(*v) > now {
+				out = append(out, Entry[S]{Key: k, State: *v})
 			}
 		}
 		return nil
@@ -583,8 +587,8 @@ func (s *Shard[S]) Restore(ctx context.Context, entries []Entry[S]) error {
 			if s.alg.IdleAt(e.State) <= now {
 				continue
 			}
-			if _, ok := s.m[e.Key]; ok {
-				s.m[e.Key] = e.State
+			if p := s.m[e.Key]; p != nil {
+				*p = e.State
 			} else if err := s.insert(e.Key, e.State, now); err != nil {
 				return err
 			}
