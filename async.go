@@ -21,6 +21,7 @@ type Future struct {
 	done   bool
 	d      Decision
 	err    error
+	hook   *asyncHook // after hooks still to run (hooks.go)
 }
 
 // CheckAsync sends a check of cost 1 for key and returns its Future.
@@ -32,6 +33,16 @@ func (l *Limiter) CheckAsync(ctx context.Context, key string) *Future {
 
 // CheckNAsync is CheckAsync for a request of cost n.
 func (l *Limiter) CheckNAsync(ctx context.Context, key string, n int) *Future {
+	if l.ext != nil && l.ext.hooked {
+		h := l.ext.startAsync(ctx, key, n)
+		f := l.checkNAsync(ctx, key, n)
+		f.hook = h
+		return f
+	}
+	return l.checkNAsync(ctx, key, n)
+}
+
+func (l *Limiter) checkNAsync(ctx context.Context, key string, n int) *Future {
 	if l.closed.Load() {
 		return &Future{done: true, err: ErrClosed}
 	}
@@ -48,6 +59,16 @@ func (l *Limiter) CheckNAsync(ctx context.Context, key string, n int) *Future {
 // Wait returns the check's decision once the shard has answered, or an
 // error if ctx ends first (the check may still be applied in that case).
 func (f *Future) Wait(ctx context.Context) (Decision, error) {
+	d, err := f.wait(ctx)
+	if f.hook != nil { // hooks run once, in the first Wait that returns
+		h := f.hook
+		f.hook = nil
+		h.done(d, err)
+	}
+	return d, err
+}
+
+func (f *Future) wait(ctx context.Context) (Decision, error) {
 	if f.done {
 		return f.d, f.err
 	}
@@ -92,12 +113,24 @@ type BatchFuture struct {
 	out  []Decision
 	done bool
 	err  error
+	hook *asyncBatchHook // after hooks still to run (hooks.go)
 }
 
 // CheckBatchAsync validates reqs (as CheckBatch does), sends them to the
 // shards and returns at once. The limiter copies reqs, so the caller may
 // reuse the slice immediately.
 func (l *Limiter) CheckBatchAsync(ctx context.Context, reqs []Request) *BatchFuture {
+	if l.ext != nil && l.ext.hooked {
+		reqs = slices.Clone(reqs) // the hooks keep them until Wait
+		h := l.ext.startAsyncBatch(ctx, reqs)
+		f := l.checkBatchAsync(ctx, reqs)
+		f.hook = h
+		return f
+	}
+	return l.checkBatchAsync(ctx, reqs)
+}
+
+func (l *Limiter) checkBatchAsync(ctx context.Context, reqs []Request) *BatchFuture {
 	f := &BatchFuture{l: l}
 	if l.closed.Load() {
 		f.done, f.err = true, ErrClosed
@@ -114,7 +147,7 @@ func (l *Limiter) CheckBatchAsync(ctx context.Context, reqs []Request) *BatchFut
 		f.done = true
 		return f
 	}
-	p, err := l.eng.start(ctx, slices.Clone(reqs))
+	p, err := l.eng.start(ctx, slices.Clone(reqs), f.out, true)
 	if err != nil {
 		f.done, f.err = true, err
 		return f
@@ -127,6 +160,16 @@ func (l *Limiter) CheckBatchAsync(ctx context.Context, reqs []Request) *BatchFut
 // shard has answered, or an error if ctx ends first (the batch is then
 // abandoned, and later calls return the same error).
 func (f *BatchFuture) Wait(ctx context.Context) ([]Decision, error) {
+	out, err := f.wait(ctx)
+	if f.hook != nil { // hooks run once, in the first Wait that returns
+		h := f.hook
+		f.hook = nil
+		h.done(out, err)
+	}
+	return out, err
+}
+
+func (f *BatchFuture) wait(ctx context.Context) ([]Decision, error) {
 	if !f.done {
 		// If ctx ends first the batch is abandoned and this Wait's error
 		// stays the future's result.

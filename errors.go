@@ -42,6 +42,21 @@ var (
 	ErrPanic = errs.Panic
 	// ErrInvalidState: a stored or transferred state could not be decoded.
 	ErrInvalidState = errs.InvalidState
+	// ErrInvalidAlgorithm: Limit.Algorithm names no algorithm (see
+	// Algorithms).
+	ErrInvalidAlgorithm = errs.InvalidAlgorithm
+	// ErrInvalidWindow: a window algorithm's Window is not positive or is
+	// longer than about 146 years, Calendar names no unit, or a window
+	// parameter is given to an algorithm that takes none.
+	ErrInvalidWindow = errs.InvalidWindow
+	// ErrInvalidLimit: a window algorithm's Limit is below 1 or above its
+	// maximum (2^31−1; 65536 for the sliding window log), or Limit is given
+	// to an algorithm that takes Rate and Burst.
+	ErrInvalidLimit = errs.InvalidLimitCount
+	// ErrAlgorithmChange: SetLimit was given a limit of another algorithm.
+	// States of unrelated algorithms cannot be converted into one another,
+	// so a running limiter keeps its algorithm: start a new Limiter instead.
+	ErrAlgorithmChange = errs.AlgorithmChange
 )
 
 // BatchError reports a batch item that could not be decided. When an item

@@ -41,61 +41,71 @@ const DefaultMaxKeyLen = 1024
 // or WithOverloadWait says otherwise.
 const DefaultOverloadWait = time.Second
 
-// Limit is a rate limit.
+// Limit is a rate limit: an algorithm and its parameters.
+//
+// Algorithm selects the algorithm; the zero value is GCRA (docs/ALGORITHMS.md
+// compares them all). GCRA, TokenBucket and LeakyBucket take Rate and Burst;
+// SlidingWindowLog, SlidingWindow and FixedWindow take Limit and Window
+// (FixedWindow may take Calendar and Location instead of Window). Fields the
+// chosen algorithm does not take must be left zero: Validate reports them
+// rather than ignore them.
 //
 // Rate is in requests per second, with 0 < Rate ≤ 1e9. Burst is the number
 // of requests admitted beyond the steady rate, ≥ 0, and may be fractional.
-//
 // Internally the emission interval T is 1e9/Rate nanoseconds rounded to the
 // nearest nanosecond and the tolerance τ is Burst·T rounded down. The
 // rounding of T changes the effective rate by a relative error of at most
 // 0.5/T = Rate/2e9: none below 1e3/s, under 0.05% at 1e6/s, up to 5% at
 // 1e8/s and up to 50% near 1e9/s (T = 1 or 2 ns). The capacity after idle is
-// floor(Burst) + 1.
+// floor(Burst) + 1 (the leaky bucket's queue holds floor(Burst)+1 requests).
+//
+// Limit is the number of requests admitted per window, from 1 to 2^31−1
+// (65536 for the sliding window log, which keeps a timestamp per request),
+// and is the capacity. Window is the window's length, up to about 146
+// years; fixed windows of a given length are aligned to the Unix epoch.
 type Limit struct {
-	Rate  float64
+	// Algorithm is the algorithm; "" means GCRA.
+	Algorithm Algorithm
+	// Rate is in requests per second (GCRA, token and leaky bucket).
+	Rate float64
+	// Burst is the requests admitted beyond the steady rate (GCRA, token
+	// and leaky bucket).
 	Burst float64
+	// Limit is the requests admitted per window (window algorithms).
+	Limit int
+	// Window is the window's length (window algorithms).
+	Window time.Duration
+	// Calendar, instead of Window, aligns fixed windows to calendar
+	// minutes, hours, days, weeks (from Monday) or months in Location.
+	Calendar Calendar
+	// Location is the time zone of Calendar windows; nil means UTC.
+	Location *time.Location
 }
 
-// Capacity returns floor(Burst)+1, the requests a fresh key admits at once,
-// or 0 if the limit is invalid.
+// Capacity returns the requests a fresh key admits at once — floor(Burst)+1
+// for GCRA and the buckets, Limit for the window algorithms — or 0 if the
+// limit is invalid.
 func (l Limit) Capacity() int {
-	g, err := algorithm.NewGCRA(l.Rate, l.Burst)
+	c, _, err := l.compile()
 	if err != nil {
 		return 0
 	}
-	return int(g.Capacity())
+	return int(c)
 }
 
 // Validate reports whether the limit is usable; the error wraps
-// ErrInvalidRate or ErrInvalidBurst.
+// ErrInvalidAlgorithm, ErrInvalidRate, ErrInvalidBurst, ErrInvalidLimit or
+// ErrInvalidWindow.
 func (l Limit) Validate() error {
-	_, err := algorithm.NewGCRA(l.Rate, l.Burst)
+	_, _, err := l.compile()
 	return err
 }
 
-// Decision is the answer to a check. A denial is a Decision with Allowed
-// false, never an error.
-type Decision struct {
-	// Allowed reports whether the request was admitted (for a peek: whether a
-	// cost-1 request would be admitted now).
-	Allowed bool
-	// Limit is the capacity: floor(Burst)+1 requests after idle.
-	Limit int
-	// Remaining is how many cost-1 requests would be admitted right now,
-	// after this decision.
-	Remaining int
-	// RetryAfter is 0 when Allowed; otherwise the wait after which this same
-	// request would be admitted, rounded up (a caller that waits exactly
-	// RetryAfter is admitted if nothing else was admitted meanwhile).
-	RetryAfter time.Duration
-	// ResetAfter is the time until the key is back at full capacity.
-	ResetAfter time.Duration
-	// Delay is how long the caller should wait before acting on an admitted
-	// request so that admitted requests leave at the limit's rate. Only
-	// traffic-shaping algorithms set it; it is zero for GCRA.
-	Delay time.Duration
-}
+// Decision is the answer to a check: Allowed, Limit, Remaining, RetryAfter,
+// ResetAfter and Delay, documented on algorithm.Decision. A denial is a
+// Decision with Allowed false, never an error. It is an alias so that
+// shards can write decisions straight into a caller's slice.
+type Decision = algorithm.Decision
 
 // Request is one item of a batch: a check of Cost for Key. Cost 0 peeks,
 // as with CheckN.
@@ -132,6 +142,8 @@ type options struct {
 	sweepEvery  time.Duration
 	sweepBudget int
 	logger      *slog.Logger
+	hooks       []Hooks      // hooks.go
+	middleware  []Middleware // hooks.go
 	err         error
 }
 
@@ -236,6 +248,7 @@ type Limiter struct {
 	cleanMu   sync.Mutex // one Cleanup at a time: shards keep one cleanup pass
 	asyncMu   sync.Mutex // orders async.Go against Close
 	async     sync.WaitGroup
+	ext       *extension // hooks and middleware (hooks.go); nil if none
 }
 
 // New returns a Limiter enforcing limit for every key. It starts the shard
@@ -254,16 +267,15 @@ func New(limit Limit, opts ...Option) (*Limiter, error) {
 	if o.shards == 0 {
 		o.shards = runtime.GOMAXPROCS(0)
 	}
-	alg, err := algorithm.NewGCRA(limit.Rate, limit.Burst)
+	capacity, start, err := limit.compile()
 	if err != nil {
 		return nil, err
 	}
 	l := &Limiter{maxKeyLen: o.maxKeyLen}
-	l.eng = newGroup[int64](alg, o, func(lim Limit) (algorithm.Algorithm[int64], error) {
-		return algorithm.NewGCRA(lim.Rate, lim.Burst)
-	})
+	l.eng = start(o)
 	l.limit.Store(&limit)
-	l.capacity.Store(alg.Capacity())
+	l.capacity.Store(capacity)
+	l.ext = newExtension(l, &o)
 	return l, nil
 }
 
@@ -295,6 +307,14 @@ func (l *Limiter) Check(ctx context.Context, key string) (Decision, error) {
 // with ErrCostExceedsBurst rather than being denied, since no wait would
 // ever admit it. The call returns early with an error if ctx ends first.
 func (l *Limiter) CheckN(ctx context.Context, key string, n int) (Decision, error) {
+	if l.ext != nil {
+		return l.ext.run(ctx, key, n)
+	}
+	return l.checkN(ctx, key, n)
+}
+
+// checkN is CheckN without hooks and middleware.
+func (l *Limiter) checkN(ctx context.Context, key string, n int) (Decision, error) {
 	if l.closed.Load() {
 		return Decision{}, ErrClosed
 	}
@@ -325,6 +345,9 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 // failure, overload, the context ending), some shards may have applied
 // their part.
 func (l *Limiter) CheckBatch(ctx context.Context, reqs []Request, out []Decision) error {
+	if l.ext != nil && l.ext.hooked {
+		return l.ext.batch(ctx, reqs, out, nil)
+	}
 	return l.checkBatch(ctx, reqs, out, nil)
 }
 
@@ -337,6 +360,9 @@ func (l *Limiter) CheckBatch(ctx context.Context, reqs []Request, out []Decision
 func (l *Limiter) CheckBatchEach(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
 	if len(itemErrs) < len(reqs) {
 		return fmt.Errorf("%w: itemErrs has room for %d errors, reqs has %d", ErrInvalidOption, len(itemErrs), len(reqs))
+	}
+	if l.ext != nil && l.ext.hooked {
+		return l.ext.batch(ctx, reqs, out, itemErrs[:len(reqs)])
 	}
 	return l.checkBatch(ctx, reqs, out, itemErrs[:len(reqs)])
 }
@@ -359,7 +385,7 @@ func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p, err := l.eng.start(ctx, reqs)
+	p, err := l.eng.start(ctx, reqs, out, ctx.Done() == nil)
 	if err != nil {
 		return err
 	}
@@ -393,8 +419,11 @@ func (l *Limiter) Apply(ctx context.Context, updates []Update) error {
 // SetLimit changes the limit of every key. Each shard re-bases its keys so
 // that each keeps the number of requests it has used (measured in the new
 // emission interval, capped at the new capacity): no key keeps an allowance
-// the new limit would not give it, and none is forgiven. If SetLimit returns
-// an error, some shards may already use the new limit; call it again.
+// the new limit would not give it, and none is forgiven (each algorithm's
+// Rebase says how: window algorithms keep the count of the current window).
+// If SetLimit returns an error, some shards may already use the new limit;
+// call it again. The algorithm cannot change: a limit of another algorithm
+// fails with ErrAlgorithmChange and changes nothing.
 func (l *Limiter) SetLimit(ctx context.Context, limit Limit) error {
 	if l.closed.Load() {
 		return ErrClosed
@@ -490,7 +519,7 @@ func (l *Limiter) Close() error {
 type engine interface {
 	check(ctx context.Context, key string, cost int64) (Decision, error)
 	checkAsync(ctx context.Context, key string, cost int64) (chan shard.Reply, <-chan struct{}, error)
-	start(ctx context.Context, reqs []Request) (*pending, error)
+	start(ctx context.Context, reqs []Request, out []Decision, direct bool) (*pending, error)
 	finish(ctx context.Context, p *pending, out []Decision, itemErrs []error) error
 	apply(ctx context.Context, ups []Update) error
 	setLimit(ctx context.Context, lim Limit) (capacity int64, err error)
@@ -565,27 +594,33 @@ func (g *group[S]) checkAsync(ctx context.Context, key string, cost int64) (chan
 	return rc, sh.Done(), err
 }
 
-// pending is a batch in flight: one part per shard. It is pooled; a batch
-// abandoned mid-flight (its context ended) is not returned to the pool,
-// because shards may still write into it.
+// pending is a batch in flight: one part per shard. It is pooled. When the
+// caller's context can end (and the caller owns out), shards write into
+// per-part scratch and finish copies; a batch abandoned mid-flight is then
+// not returned to the pool, because shards may still write into it. When
+// the context cannot end, or out belongs to a future, shards write straight
+// into out.
 type pending struct {
-	parts []part
-	done  chan *shard.Batch
-	sent  int
-	n     int // number of requests
+	parts  []part
+	done   chan *shard.Batch
+	sent   int
+	direct bool
 }
 
 type part struct {
-	b   shard.Batch
-	idx []int32
+	b       shard.Batch
+	idx     []int32
+	scratch []Decision
 }
 
-func (g *group[S]) start(ctx context.Context, reqs []Request) (*pending, error) {
+// start sends reqs to their shards. direct says the shards may write into
+// out themselves (see pending).
+func (g *group[S]) start(ctx context.Context, reqs []Request, out []Decision, direct bool) (*pending, error) {
 	p := g.pool.Get().(*pending)
-	p.sent, p.n = 0, len(reqs)
+	p.sent, p.direct = 0, direct
 	for i := range p.parts {
 		pt := &p.parts[i]
-		pt.b.Items, pt.b.Out, pt.b.Err, pt.idx = pt.b.Items[:0], pt.b.Out[:0], nil, pt.idx[:0]
+		pt.b.Items, pt.b.Errs, pt.b.Err, pt.idx = pt.b.Items[:0], nil, nil, pt.idx[:0]
 	}
 	for i := range reqs {
 		pt := &p.parts[g.index(reqs[i].Key)]
@@ -594,19 +629,27 @@ func (g *group[S]) start(ctx context.Context, reqs []Request) (*pending, error) 
 	}
 	for i := range p.parts {
 		pt := &p.parts[i]
-		if len(pt.b.Items) == 0 {
+		n := len(pt.b.Items)
+		if n == 0 {
 			continue
 		}
-		n := len(pt.b.Items)
-		if cap(pt.b.Out) < n {
-			pt.b.Out = make([]algorithm.Decision, n, 2*n)
-			pt.b.Errs = make([]error, n, 2*n)
+		if direct {
+			pt.b.Out, pt.b.Idx = out, pt.idx
 		} else {
-			pt.b.Out = pt.b.Out[:n]
-			pt.b.Errs = pt.b.Errs[:n]
-			clear(pt.b.Errs)
+			if cap(pt.scratch) < n {
+				pt.scratch = make([]Decision, n, 2*n)
+			}
+			pt.b.Out, pt.b.Idx = pt.scratch[:n], nil
 		}
 		if err := g.shards[i].SendBatch(ctx, &pt.b); err != nil {
+			if direct {
+				// Parts already sent write into out: wait for them (queued
+				// parts are always answered, even by a stopping shard).
+				for range p.sent {
+					<-p.done
+				}
+				p.sent = 0
+			}
 			if p.sent == 0 {
 				g.pool.Put(p)
 			}
@@ -633,16 +676,23 @@ func (g *group[S]) finish(ctx context.Context, p *pending, out []Decision, itemE
 	firstIdx := len(out)
 	for i := range p.parts {
 		pt := &p.parts[i]
-		for j, k := range pt.idx {
-			out[k] = Decision(pt.b.Out[j])
-			if err := pt.b.Errs[j]; err != nil {
-				if itemErrs != nil {
-					itemErrs[k] = err
-				} else if int(k) < firstIdx {
-					firstIdx, firstItem = int(k), err
-				}
+		if !p.direct {
+			for j, k := range pt.idx {
+				out[k] = pt.b.Out[j]
 			}
 		}
+		for j, err := range pt.b.Errs {
+			if err == nil {
+				continue
+			}
+			k := int(pt.idx[j])
+			if itemErrs != nil {
+				itemErrs[k] = err
+			} else if k < firstIdx {
+				firstIdx, firstItem = k, err
+			}
+		}
+		pt.b.Out = nil // drop the reference to the caller's slice
 	}
 	g.pool.Put(p)
 	if first == nil && firstItem != nil {
@@ -775,4 +825,3 @@ func (g *group[S]) stop() {
 	}
 	wg.Wait()
 }
-

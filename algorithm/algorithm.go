@@ -10,23 +10,28 @@ package algorithm
 
 import "time"
 
-// Decision is the answer to one request. The root package's flux.Decision
-// has the same fields and converts from it directly.
+// Decision is the answer to one request (flux.Decision is an alias of it).
+// Every algorithm fills every field with the same meaning.
 type Decision struct {
-	// Allowed reports whether the request was admitted.
+	// Allowed reports whether the request was admitted (for a peek, cost 0:
+	// whether a cost-1 request would be admitted now).
 	Allowed bool
-	// Limit is the key's capacity: how many cost-1 requests a fresh key admits at once.
+	// Limit is the capacity: the cost-1 requests a fresh key admits at once
+	// (floor(Burst)+1 for GCRA).
 	Limit int
-	// Remaining is how many more cost-1 requests would be admitted right now.
+	// Remaining is how many cost-1 requests would be admitted right now,
+	// after this decision. It never exceeds Limit.
 	Remaining int
-	// RetryAfter is zero when Allowed; otherwise the wait after which the same
-	// request is admitted, rounded up.
+	// RetryAfter is 0 when Allowed; otherwise the wait after which this same
+	// request would be admitted, rounded up: a caller that waits exactly
+	// RetryAfter is admitted if nothing else was admitted meanwhile.
 	RetryAfter time.Duration
 	// ResetAfter is the time until the key is back at full capacity.
 	ResetAfter time.Duration
 	// Delay is how long the caller should wait before acting on an admitted
-	// request, for algorithms that shape traffic (the leaky bucket); zero
-	// for the others.
+	// request so that admitted requests leave at the limit's rate. Only
+	// traffic-shaping algorithms (the leaky bucket) set it; it is zero for
+	// the others.
 	Delay time.Duration
 }
 

@@ -322,6 +322,7 @@ func (s *Shard[S]) handle(m Msg[S]) {
 			return
 		}
 		d, err := s.check(m.key, m.cost, now)
+		s.publishLen()
 		m.reply <- Reply{D: d, Err: err}
 	case kBatch:
 		b := m.batch
@@ -345,6 +346,7 @@ func (s *Shard[S]) handle(m Msg[S]) {
 				}
 			}
 		}
+		s.publishLen()
 		b.Done <- b
 	case kApply:
 		b := m.batch
@@ -354,12 +356,19 @@ func (s *Shard[S]) handle(m Msg[S]) {
 				b.Err = err
 			}
 		}
+		s.publishLen()
 		b.Done <- b
 	case kControl:
 		c := m.ctrl
 		c.err = c.run(s)
+		s.publishLen()
 		c.done <- struct{}{}
 	}
+}
+
+// publishLen makes the key count visible to Len before the shard answers,
+// so a caller that got its reply sees its own key counted.
+func (s *Shard[S]) publishLen() {
 	if n := int64(len(s.m)); n != s.keys.Load() {
 		s.keys.Store(n)
 	}
@@ -469,9 +478,7 @@ func (s *Shard[S]) sweepTick() {
 			s.swept.Add(1)
 		}
 	}
-	if n := int64(len(s.m)); n != s.keys.Load() {
-		s.keys.Store(n)
-	}
+	s.publishLen()
 }
 
 // control is a rare message: a limit change, a cleanup step, a snapshot.

@@ -4,6 +4,8 @@
 // package.
 package errs
 
+//lint:file-ignore ST1012 the names are the Err-less halves of the root package's ErrFoo re-exports.
+
 import "errors"
 
 // The sentinels. Their texts name the package users see, "flux".
@@ -23,4 +25,5 @@ var (
 	InvalidAlgorithm  = errors.New("flux: invalid algorithm")
 	InvalidWindow     = errors.New("flux: invalid window")
 	InvalidLimitCount = errors.New("flux: invalid limit")
+	AlgorithmChange   = errors.New("flux: cannot change the algorithm of a running limiter")
 )
