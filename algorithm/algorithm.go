@@ -71,6 +71,14 @@ type Algorithm[S any] interface {
 	DecodeState(b []byte) (S, error)
 }
 
+// StepperInto is an optional capability of an Algorithm: Step writing the
+// decision into *d instead of returning it, which saves copying a Decision
+// several times per check on the shard's hot path. Shards use it when the
+// algorithm has it; it must agree exactly with Step.
+type StepperInto[S any] interface {
+	StepInto(s S, now, cost int64, d *Decision) (next S, changed bool)
+}
+
 // satAdd returns a+b, saturated at the int64 bounds.
 func satAdd(a, b int64) int64 {
 	c := a + b

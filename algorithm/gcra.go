@@ -77,19 +77,28 @@ func (GCRA) Fresh(int64) int64 { return math.MinInt64 }
 
 // Step decides a request of the given cost at now.
 func (g GCRA) Step(tat, now, cost int64) (int64, Decision, bool) {
+	var d Decision
+	next, changed := g.StepInto(tat, now, cost, &d)
+	return next, d, changed
+}
+
+// StepInto is Step writing the decision into *d, which saves copying it
+// on the shard's hot path (see StepperInto).
+func (g GCRA) StepInto(tat, now, cost int64, d *Decision) (int64, bool) {
 	base := max(tat, now)
 	if cost == 0 {
-		return tat, g.peek(base, now), false
+		*d = g.peek(base, now)
+		return tat, false
 	}
 	next := satAdd(base, cost*g.t)
 	if over := next - now - (g.tau + g.t); over > 0 {
-		d := g.describe(base, now)
-		d.RetryAfter = durationOf(over)
-		return tat, d, false
+		g.describeInto(base, now, d)
+		d.Allowed, d.RetryAfter = false, durationOf(over)
+		return tat, false
 	}
-	d := g.describe(next, now)
-	d.Allowed = true
-	return next, d, true
+	g.describeInto(next, now, d)
+	d.Allowed, d.RetryAfter = true, 0
+	return next, true
 }
 
 // peek reports what a cost-1 request would get at now.
@@ -106,12 +115,19 @@ func (g GCRA) peek(base, now int64) Decision {
 // describe fills Limit, Remaining and ResetAfter for a key whose TAT is tat
 // (already ≥ now or equivalent to it).
 func (g GCRA) describe(tat, now int64) Decision {
+	var d Decision
+	g.describeInto(tat, now, &d)
+	return d
+}
+
+// describeInto sets every field of *d but Allowed and RetryAfter.
+func (g GCRA) describeInto(tat, now int64, d *Decision) {
 	used := max(tat-now, 0)
 	rem := int64(0)
 	if left := g.tau + g.t - used; left > 0 {
 		rem = min(g.quo(left), g.cap)
 	}
-	return Decision{Limit: int(g.cap), Remaining: int(rem), ResetAfter: durationOf(used)}
+	d.Limit, d.Remaining, d.ResetAfter, d.Delay = int(g.cap), int(rem), durationOf(used), 0
 }
 
 // quo returns floor(x/T) for 0 < x ≤ τ+T. A float multiplication is several

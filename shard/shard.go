@@ -75,9 +75,10 @@ type Stats struct {
 type Shard[S any] struct {
 	id      int
 	clk     clock.Clock
-	alg     algorithm.Algorithm[S] // owned by the shard goroutine
-	cap     int64                  // alg.Capacity(), cached off the hot path
-	m       map[string]*S          // owned by the shard goroutine; pointers so a check updates in place
+	alg     algorithm.Algorithm[S]   // owned by the shard goroutine
+	cap     int64                    // alg.Capacity(), cached off the hot path
+	into    algorithm.StepperInto[S] // alg's StepInto, if it has one
+	m       map[string]*S            // owned by the shard goroutine; pointers so a check updates in place
 	maxKeys int
 	evictN  int
 	sweepN  int
@@ -137,7 +138,9 @@ func New[S any](cfg Config[S]) *Shard[S] {
 	if cfg.EvictBudget <= 0 {
 		cfg.EvictBudget = DefaultEvictBudget
 	}
+	into, _ := cfg.Algorithm.(algorithm.StepperInto[S])
 	s := &Shard[S]{
+		into:    into,
 		id:      cfg.ID,
 		clk:     cfg.Clock,
 		alg:     cfg.Algorithm,
@@ -321,9 +324,10 @@ func (s *Shard[S]) handle(m Msg[S]) {
 			m.reply <- Reply{Err: err}
 			return
 		}
-		d, err := s.check(m.key, m.cost, now)
+		var r Reply
+		r.Err = s.check(m.key, m.cost, now, &r.D)
 		s.publishLen()
-		m.reply <- Reply{D: d, Err: err}
+		m.reply <- r
 	case kBatch:
 		b := m.batch
 		now, err := s.now()
@@ -336,9 +340,7 @@ func (s *Shard[S]) handle(m Msg[S]) {
 				if b.Idx != nil {
 					o = int(b.Idx[i])
 				}
-				d, err := s.check(it.Key, it.Cost, now)
-				b.Out[o] = d
-				if err != nil {
+				if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
 					if b.Errs == nil {
 						b.Errs = make([]error, len(b.Items))
 					}
@@ -383,10 +385,12 @@ func (s *Shard[S]) now() (int64, error) {
 	return now, nil
 }
 
-func (s *Shard[S]) check(key string, cost, now int64) (algorithm.Decision, error) {
+// check decides one request, writing the decision into *d.
+func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) error {
 	if cost > s.cap {
 		// The limit shrank after the caller validated the cost.
-		return algorithm.Decision{}, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
+		*d = algorithm.Decision{}
+		return fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
 	}
 	p := s.m[key]
 	var st S
@@ -395,15 +399,22 @@ func (s *Shard[S]) check(key string, cost, now int64) (algorithm.Decision, error
 	} else {
 		st = s.alg.Fresh(now)
 	}
-	next, d, changed := s.alg.Step(st, now, cost)
+	var next S
+	var changed bool
+	if s.into != nil {
+		next, changed = s.into.StepInto(st, now, cost, d)
+	} else {
+		next, *d, changed = s.alg.Step(st, now, cost)
+	}
 	if changed {
 		if p != nil {
 			*p = next
 		} else if err := s.insert(key, next, now); err != nil {
-			return algorithm.Decision{}, err
+			*d = algorithm.Decision{}
+			return err
 		}
 	}
-	return d, nil
+	return nil
 }
 
 func (s *Shard[S]) apply(key string, at, cost int64) error {
@@ -519,6 +530,7 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 		}
 		s.alg = alg
 		s.cap = alg.Capacity()
+		s.into, _ = alg.(algorithm.StepperInto[S])
 		// Positions of paused passes stay valid: the map was only modified.
 		return nil
 	})
