@@ -579,6 +579,9 @@ func newGroup[S any](alg algorithm.Algorithm[S], o options, compile func(Limit) 
 }
 
 func (g *group[S]) index(key string) int {
+	if len(g.shards) == 1 {
+		return 0
+	}
 	hi, _ := bits.Mul64(maphash.String(g.seed, key), uint64(len(g.shards)))
 	return int(hi)
 }

@@ -78,6 +78,7 @@ type Shard[S any] struct {
 	alg     algorithm.Algorithm[S]   // owned by the shard goroutine
 	cap     int64                    // alg.Capacity(), cached off the hot path
 	into    algorithm.StepperInto[S] // alg's StepInto, if it has one
+	scratch algorithm.Decision       // single checks decide into it
 	m       map[string]*S            // owned by the shard goroutine; pointers so a check updates in place
 	maxKeys int
 	evictN  int
@@ -324,10 +325,11 @@ func (s *Shard[S]) handle(m Msg[S]) {
 			m.reply <- Reply{Err: err}
 			return
 		}
-		var r Reply
-		r.Err = s.check(m.key, m.cost, now, &r.D)
+		// Decide into the shard's scratch: a pointer to a local would
+		// escape through the algorithm's interface and allocate.
+		err = s.check(m.key, m.cost, now, &s.scratch)
 		s.publishLen()
-		m.reply <- r
+		m.reply <- Reply{D: s.scratch, Err: err}
 	case kBatch:
 		b := m.batch
 		now, err := s.now()
