@@ -1,0 +1,270 @@
+// Package client is the Go client of flux-node: it sends checks over an
+// existing NATS connection and returns flux.Decision values and typed
+// errors. The wire protocol it speaks is documented in docs/PROTOCOL.md.
+//
+//	nc, _ := nats.Connect(url)
+//	c := client.New(nc)
+//	d, err := c.Check(ctx, "api", "alice", 1)
+//	if err == nil && !d.Allowed { /* wait d.RetryAfter */ }
+//
+// A denial is a Decision with Allowed false, never an error. Errors that
+// correspond to a library error wrap its sentinel (flux.ErrEmptyKey,
+// flux.ErrKeyTooLong, flux.ErrInvalidCost, flux.ErrCostExceedsBurst,
+// flux.ErrOverloaded, flux.ErrClosed), so code written against a local
+// *flux.Limiter handles them the same way; the others wrap this package's
+// sentinels (ErrUnknownLimiter, ErrTooLarge, ErrBadRequest, ErrServer).
+// Every server error is a *Error carrying its code and description.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/fluxlimiter/flux"
+	"github.com/fluxlimiter/flux/internal/wire"
+)
+
+// Subjects of the flux service (group flux.v1).
+const (
+	SubjectCheck      = "flux.v1.check"
+	SubjectCheckBatch = "flux.v1.check_batch"
+	SubjectLimiters   = "flux.v1.limiters"
+)
+
+// DefaultTimeout bounds a request whose context has no deadline.
+const DefaultTimeout = 2 * time.Second
+
+// Sentinel errors for the service's errors that have no counterpart in the
+// library. Match them with errors.Is.
+var (
+	// ErrUnknownLimiter: the node has no limiter of that name (code 404).
+	ErrUnknownLimiter = errors.New("flux client: unknown limiter")
+	// ErrTooLarge: the request's payload or batch exceeds the node's bounds
+	// (code 413).
+	ErrTooLarge = errors.New("flux client: request too large")
+	// ErrBadRequest: the node could not use the request (code 400), for a
+	// reason with no library sentinel (such as malformed JSON or a missing
+	// limiter name).
+	ErrBadRequest = errors.New("flux client: bad request")
+	// ErrServer: the node failed (code 500 or an unexpected code).
+	ErrServer = errors.New("flux client: server error")
+	// ErrBadReply: the reply could not be decoded.
+	ErrBadReply = errors.New("flux client: bad reply")
+)
+
+// Error is an error answered by the node: its code (as in the
+// Nats-Service-Error-Code header), the reason word and description from
+// the reply. It unwraps to the matching sentinel.
+type Error struct {
+	Code        int
+	Reason      string
+	Description string
+}
+
+// Error formats the code and description.
+func (e *Error) Error() string {
+	return fmt.Sprintf("flux-node answered %d %s: %s", e.Code, e.Reason, e.Description)
+}
+
+// Unwrap returns the sentinel matching the error's reason (or, for a
+// reason this client does not know, its code).
+func (e *Error) Unwrap() error {
+	switch e.Reason {
+	case wire.ReasonEmptyKey:
+		return flux.ErrEmptyKey
+	case wire.ReasonKeyTooLong:
+		return flux.ErrKeyTooLong
+	case wire.ReasonInvalidCost:
+		return flux.ErrInvalidCost
+	case wire.ReasonCostExceedsCapacity:
+		return flux.ErrCostExceedsBurst
+	case wire.ReasonOverloaded:
+		return flux.ErrOverloaded
+	case wire.ReasonShuttingDown:
+		return flux.ErrClosed
+	case wire.ReasonUnknownLimiter:
+		return ErrUnknownLimiter
+	case wire.ReasonTooLarge:
+		return ErrTooLarge
+	}
+	switch e.Code {
+	case wire.CodeBadRequest:
+		return ErrBadRequest
+	case wire.CodeNotFound:
+		return ErrUnknownLimiter
+	case wire.CodeTooLarge:
+		return ErrTooLarge
+	case wire.CodeUnavailable:
+		return flux.ErrOverloaded
+	}
+	return ErrServer
+}
+
+// Client sends checks to flux-node over a NATS connection it does not own.
+// It is safe for simultaneous use by multiple goroutines.
+type Client struct {
+	nc      *nats.Conn
+	timeout time.Duration
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithTimeout sets how long a request waits for its reply when its context
+// has no deadline (default DefaultTimeout).
+func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// New returns a client over nc. Closing nc is the caller's business.
+func New(nc *nats.Conn, opts ...Option) *Client {
+	c := &Client{nc: nc, timeout: DefaultTimeout}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// Check asks the node whether a request of cost for key is admitted by the
+// named limiter, and records it if so. Cost 0 peeks.
+func (c *Client) Check(ctx context.Context, limiter, key string, cost int) (flux.Decision, error) {
+	bp := bufPool.Get().(*[]byte)
+	*bp = wire.AppendCheck((*bp)[:0], limiter, key, cost)
+	msg, err := c.request(ctx, SubjectCheck, *bp)
+	bufPool.Put(bp)
+	if err != nil {
+		return flux.Decision{}, err
+	}
+	d, err := wire.DecodeDecision(msg.Data)
+	if err != nil {
+		return flux.Decision{}, fmt.Errorf("%w: %w", ErrBadReply, err)
+	}
+	return d, nil
+}
+
+// Request is one item of a batch.
+type Request struct {
+	Limiter string
+	Key     string
+	Cost    int
+}
+
+// Result answers one Request: a Decision, or Err (a *Error) if the node
+// could not decide that item.
+type Result struct {
+	Decision flux.Decision
+	Err      error
+}
+
+// CheckBatch sends reqs in one request and returns their results in the
+// same order. Items may name different limiters. An item that fails has its
+// own Err and the others are still decided; the returned error is for the
+// request as a whole (a transport failure, a batch larger than the node
+// accepts...).
+func (c *Client) CheckBatch(ctx context.Context, reqs []Request) ([]Result, error) {
+	out := make([]Result, len(reqs))
+	return out, c.CheckBatchInto(ctx, reqs, out)
+}
+
+// CheckBatchInto is CheckBatch writing into out, which must be at least as
+// long as reqs; it lets callers reuse a results slice.
+func (c *Client) CheckBatchInto(ctx context.Context, reqs []Request, out []Result) error {
+	if len(out) < len(reqs) {
+		return fmt.Errorf("flux client: out has room for %d results, reqs has %d", len(out), len(reqs))
+	}
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], `{"requests":[`...)
+	for i, r := range reqs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = wire.AppendCheck(b, r.Limiter, r.Key, r.Cost)
+	}
+	b = append(b, "]}"...)
+	*bp = b
+	msg, err := c.request(ctx, SubjectCheckBatch, b)
+	bufPool.Put(bp)
+	if err != nil {
+		return err
+	}
+	n := 0
+	err = wire.DecodeResults(msg.Data, func(i int, d flux.Decision, e *wire.ErrorBody) {
+		if i >= len(reqs) {
+			return
+		}
+		n = i + 1
+		if e != nil {
+			out[i] = Result{Err: &Error{Code: e.Code, Reason: e.Reason, Description: e.Description}}
+		} else {
+			out[i] = Result{Decision: d}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadReply, err)
+	}
+	if n != len(reqs) {
+		return fmt.Errorf("%w: %d results for %d requests", ErrBadReply, n, len(reqs))
+	}
+	return nil
+}
+
+// LimiterInfo describes one limiter configured on the node.
+type LimiterInfo struct {
+	Name      string   `json:"name"`
+	Algorithm string   `json:"algorithm"`
+	Rate      *float64 `json:"rate,omitempty"`
+	Burst     *float64 `json:"burst,omitempty"`
+	Limit     int      `json:"limit,omitempty"`
+	Window    string   `json:"window,omitempty"`
+	WindowNS  int64    `json:"window_ns,omitempty"`
+	Capacity  int64    `json:"capacity"`
+}
+
+// Limiters lists the limiters of the node that answers.
+func (c *Client) Limiters(ctx context.Context) ([]LimiterInfo, error) {
+	msg, err := c.request(ctx, SubjectLimiters, nil)
+	if err != nil {
+		return nil, err
+	}
+	var reply struct {
+		Limiters []LimiterInfo `json:"limiters"`
+	}
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadReply, err)
+	}
+	return reply.Limiters, nil
+}
+
+// request sends data to subject and returns the reply, turning a service
+// error into an *Error.
+func (c *Client) request(ctx context.Context, subject string, data []byte) (*nats.Msg, error) {
+	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		return nil, fmt.Errorf("flux client: %s: %w", subject, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		e := &Error{Description: msg.Header.Get(micro.ErrorHeader)}
+		e.Code, _ = strconv.Atoi(code)
+		if body, ok := wire.DecodeErrorReply(msg.Data); ok {
+			e.Reason = body.Reason
+			if body.Description != "" {
+				e.Description = body.Description
+			}
+		}
+		return nil, e
+	}
+	return msg, nil
+}

@@ -1,0 +1,58 @@
+// Command flux-node serves Flux rate-limit checks over NATS.
+//
+//	flux-node [flags]                     run a node (embedded NATS on 127.0.0.1:4222)
+//	flux-node check [flags] LIMITER KEY [COST]
+//	                                      ask a running node; exit 0 allowed, 1 denied, 2 error
+//
+// Run `flux-node -h` or `flux-node check -h` for the flags. The README's
+// "Running flux-node" section and docs/PROTOCOL.md say more.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitStatus(err, os.Stderr))
+}
+
+// exitCode is an error that only sets the process's exit status; run has
+// already said what there was to say.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// exitStatus maps run's error to the exit status, printing it if needed.
+func exitStatus(err error, stderr io.Writer) int {
+	var ec exitCode
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ec):
+		return int(ec)
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "flux-node") {
+		msg = "flux-node: " + msg
+	}
+	fmt.Fprintln(stderr, msg)
+	return 1
+}
+
+// run is the whole program: args are the arguments after the program name.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(ctx, args[1:], stdout, stderr)
+	}
+	return serve(ctx, args, stderr)
+}

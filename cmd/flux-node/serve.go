@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fluxlimiter/flux/node"
+)
+
+// override applies one command-line flag to a config. Flags are kept as
+// overrides so they win over the config file at start and on every reload.
+type override func(*node.Config) error
+
+// serveFlags defines the flags of the node and returns where the config
+// file path and the overrides land.
+func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
+	d := node.DefaultConfig()
+	var ovs []override
+	str := func(name, usage string, set func(*node.Config, string)) {
+		fs.Func(name, usage, func(v string) error {
+			ovs = append(ovs, func(c *node.Config) error { set(c, v); return nil })
+			return nil
+		})
+	}
+	num := func(name, usage string, set func(*node.Config, int)) {
+		fs.Func(name, usage, func(v string) error {
+			i, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("not a whole number: %q", v)
+			}
+			ovs = append(ovs, func(c *node.Config) error { set(c, i); return nil })
+			return nil
+		})
+	}
+	config := fs.String("config", "", "YAML config `FILE` (limiters and any setting below)")
+	str("nats-listen", "`HOST:PORT` of the embedded NATS server; port -1 picks a free one (default "+d.NATSListen+")",
+		func(c *node.Config, v string) { c.NATSListen = v })
+	str("nats-url", "use the NATS at `URL` (comma-separated for several) instead of embedding a server",
+		func(c *node.Config, v string) { c.NATSURL = v })
+	str("http-listen", "`HOST:PORT` of /healthz, /readyz and /metrics; port 0 picks a free one, \"\" turns them off (default "+d.HTTPListen+")",
+		func(c *node.Config, v string) { c.HTTPListen = v })
+	str("data-dir", "`DIR` where the embedded server keeps JetStream data (default "+d.DataDir+")",
+		func(c *node.Config, v string) { c.DataDir = v })
+	str("node-id", "`ID` of this node in logs and service metadata (default: the host name)",
+		func(c *node.Config, v string) { c.NodeID = v })
+	str("log-level", "`LEVEL`: debug, info, warn or error (default info)",
+		func(c *node.Config, v string) { c.LogLevel = v })
+	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",
+		func(c *node.Config, v string) { c.Token = v })
+	str("user", "NATS `USER` (with --password)", func(c *node.Config, v string) { c.User = v })
+	str("password", "NATS `PASSWORD` (with --user)", func(c *node.Config, v string) { c.Password = v })
+	str("tls-cert", "PEM certificate `FILE` of the embedded server (the client certificate with --nats-url)",
+		func(c *node.Config, v string) { c.TLSCert = v })
+	str("tls-key", "PEM key `FILE` of --tls-cert", func(c *node.Config, v string) { c.TLSKey = v })
+	str("tls-ca", "PEM CA `FILE` the node's connection verifies the server with",
+		func(c *node.Config, v string) { c.TLSCA = v })
+	fs.BoolFunc("tls-verify", "make the embedded server require client certificates signed by --tls-ca", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return err
+		}
+		ovs = append(ovs, func(c *node.Config) error { c.TLSVerify = b; return nil })
+		return nil
+	})
+	num("max-key-len", fmt.Sprintf("longest key accepted, in `BYTES` (default %d)", d.MaxKeyLen),
+		func(c *node.Config, v int) { c.MaxKeyLen = v })
+	num("max-batch", fmt.Sprintf("most `ITEMS` in a check_batch request (default %d)", d.MaxBatch),
+		func(c *node.Config, v int) { c.MaxBatch = v })
+	num("max-payload", fmt.Sprintf("largest request body, in `BYTES` (default %d)", d.MaxPayload),
+		func(c *node.Config, v int) { c.MaxPayload = v })
+	num("handlers", "`N` workers per endpoint answering requests in parallel (default 2×GOMAXPROCS, at least 4)",
+		func(c *node.Config, v int) { c.Handlers = v })
+	num("shards", "`N` shard goroutines per limiter (default GOMAXPROCS)", func(c *node.Config, v int) { c.Shards = v })
+	fs.Func("drain-timeout", "`DURATION` bound on the graceful drain at shutdown (default "+time.Duration(d.DrainTimeout).String()+")", func(v string) error {
+		dur, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		ovs = append(ovs, func(c *node.Config) error { c.DrainTimeout = node.Duration(dur); return nil })
+		return nil
+	})
+	return config, &ovs
+}
+
+// loadConfig reads the config file (or the defaults) and applies the flags.
+func loadConfig(path string, ovs []override) (node.Config, error) {
+	cfg := node.DefaultConfig()
+	if path != "" {
+		var err error
+		if cfg, err = node.LoadConfig(path); err != nil {
+			return node.Config{}, err
+		}
+	}
+	for _, o := range ovs {
+		if err := o(&cfg); err != nil {
+			return node.Config{}, err
+		}
+	}
+	if _, err := parseLevel(cfg.LogLevel); err != nil {
+		return node.Config{}, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if s == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%w: log_level (--log-level) %q: want debug, info, warn or error", node.ErrInvalidConfig, s)
+	}
+	return l, nil
+}
+
+// serve runs a node until ctx ends, reloading its config on SIGHUP.
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("flux-node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage:\n  flux-node [flags]                          run a node\n  flux-node check [flags] LIMITER KEY [COST]  ask a node (flux-node check -h)\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	path, ovs := serveFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitCode(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "flux-node: unexpected argument %q (did you mean `flux-node check`?)\n", fs.Arg(0))
+		return exitCode(2)
+	}
+	cfg, err := loadConfig(*path, *ovs)
+	if err != nil {
+		return err
+	}
+	setGC()
+	var level slog.LevelVar
+	lv, _ := parseLevel(cfg.LogLevel)
+	level.Set(lv)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+
+	// Listen for SIGHUP before starting, so an early one is not lost (nor
+	// kills the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	n, err := node.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = n.Start(sctx)
+	cancel()
+	if err != nil {
+		n.Shutdown(context.Background())
+		return err
+	}
+	log.Info("try a check", "command", hint(cfg, n.ClientURL()))
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: draining requests in flight")
+			sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout)+5*time.Second)
+			defer cancel()
+			return n.Shutdown(sctx)
+		case <-hup:
+			if *path == "" {
+				log.Warn("SIGHUP: no --config file to reload")
+				continue
+			}
+			next, err := loadConfig(*path, *ovs)
+			if err == nil {
+				err = n.Reload(next)
+			}
+			if err != nil {
+				log.Error("SIGHUP: reload refused, the running config stays", "config", *path, "error", err)
+				continue
+			}
+			if l, err := parseLevel(next.LogLevel); err == nil {
+				level.Set(l)
+			}
+			cfg.LogLevel = next.LogLevel
+		}
+	}
+}
+
+// hint is the one command line that tries a check against this node.
+func hint(cfg node.Config, url string) string {
+	prog := "flux-node"
+	if strings.Contains(os.Args[0], "go-build") {
+		prog = "go run ./cmd/flux-node"
+	}
+	parts := []string{prog, "check"}
+	if url != defaultURL {
+		parts = append(parts, "--nats-url", url)
+	}
+	switch {
+	case cfg.Token != "":
+		parts = append(parts, "--token", "TOKEN")
+	case cfg.User != "":
+		parts = append(parts, "--user", cfg.User, "--password", "PASSWORD")
+	}
+	if cfg.TLSCA != "" {
+		parts = append(parts, "--tls-ca", cfg.TLSCA)
+	}
+	name := node.DefaultLimiterName
+	if _, ok := cfg.Limiters[name]; !ok {
+		name = slices.Sorted(maps.Keys(cfg.Limiters))[0]
+	}
+	return strings.Join(append(parts, name, "alice"), " ")
+}
+
+// gcPercent is the GC target flux-node runs with unless GOGC or GOMEMLIMIT
+// is set. NATS allocates a little for every message while the node's live
+// heap stays small, so Go's default (100) collects very often; 400 cut the
+// CPU per single check by about a quarter in BenchmarkNATSCheck, at the
+// cost of more heap headroom (bound it with GOMEMLIMIT).
+const gcPercent = 400
+
+func setGC() {
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+}

@@ -1,0 +1,359 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/fluxlimiter/flux"
+	"github.com/fluxlimiter/flux/internal/errs"
+)
+
+// Defaults, documented in the README and docs/PROTOCOL.md.
+const (
+	// DefaultNATSListen is where the embedded NATS server listens for
+	// clients: NATS's own port, on loopback.
+	DefaultNATSListen = "127.0.0.1:4222"
+	// DefaultHTTPListen is where the HTTP admin endpoints (/healthz, /readyz,
+	// /metrics) listen. 8222 is NATS monitoring's port, so Flux uses 9464.
+	DefaultHTTPListen = "127.0.0.1:9464"
+	// DefaultMaxBatch is the most items a check_batch request may hold.
+	DefaultMaxBatch = 1000
+	// DefaultMaxPayload is the largest request body accepted, in bytes (1 MiB).
+	DefaultMaxPayload = 1 << 20
+	// DefaultOverloadWait is how long a check waits for room in a full shard
+	// mailbox before it is answered 503 overloaded.
+	DefaultOverloadWait = 250 * time.Millisecond
+	// DefaultDrainTimeout bounds the drain on shutdown: requests still in
+	// flight after it are dropped.
+	DefaultDrainTimeout = 5 * time.Second
+	// DefaultLimiterName is the limiter a node has when it is configured
+	// with none.
+	DefaultLimiterName = "default"
+)
+
+// Bounds on the configurable limits.
+const (
+	maxMaxPayload = 16 << 20
+	maxMaxBatch   = 100_000
+)
+
+// DefaultLimiter is the limiter named "default" a node runs when its
+// configuration names no limiter: 10 requests per second with a burst of 9,
+// so a fresh key is admitted 10 times at once, then once every 100 ms.
+var DefaultLimiter = LimiterConfig{Algorithm: "gcra", Rate: 10, Burst: 9}
+
+// ErrInvalidConfig is wrapped by every configuration error.
+var ErrInvalidConfig = errors.New("flux-node: invalid config")
+
+// Config is everything a node is started with. The YAML file (LoadConfig)
+// and the command-line flags of cmd/flux-node map onto it field by field;
+// the YAML key of each field is given in its tag. It is a plain value: copy
+// it freely.
+type Config struct {
+	// NATSListen is the host:port of the embedded NATS server
+	// (--nats-listen). Port 0 or -1 picks a free port. Ignored when NATSURL
+	// is set.
+	NATSListen string `yaml:"nats_listen"`
+	// NATSURL makes the node join that NATS deployment instead of
+	// embedding a server (--nats-url). Comma-separated URLs are allowed.
+	NATSURL string `yaml:"nats_url"`
+	// HTTPListen is the host:port of the HTTP admin endpoints
+	// (--http-listen); port 0 picks a free port, "" turns them off.
+	HTTPListen string `yaml:"http_listen"`
+	// DataDir is where the embedded server keeps JetStream data
+	// (--data-dir); see DefaultDataDir.
+	DataDir string `yaml:"data_dir"`
+	// NodeID names the node in logs and in the service's metadata
+	// (--node-id); by default the host name.
+	NodeID string `yaml:"node_id"`
+	// LogLevel is debug, info, warn or error (--log-level). The node does
+	// not read it: cmd/flux-node sets up its logger from it.
+	LogLevel string `yaml:"log_level"`
+
+	// Token is the NATS authorization token (--token); User and Password
+	// are the NATS user and password (--user, --password). They are
+	// required by the embedded server and presented by the node's own
+	// connection. Token and User are exclusive.
+	Token    string `yaml:"token"`
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// TLSCert and TLSKey are the PEM certificate and key of the embedded
+	// server (--tls-cert, --tls-key); with NATSURL they are the node's
+	// client certificate. TLSCA is the PEM CA bundle the node's connection
+	// verifies the server with (--tls-ca); with TLSVerify (--tls-verify)
+	// the embedded server also requires client certificates signed by it.
+	TLSCert   string `yaml:"tls_cert"`
+	TLSKey    string `yaml:"tls_key"`
+	TLSCA     string `yaml:"tls_ca"`
+	TLSVerify bool   `yaml:"tls_verify"`
+
+	// MaxKeyLen is the longest key accepted, in bytes (--max-key-len).
+	MaxKeyLen int `yaml:"max_key_len"`
+	// MaxBatch is the most items a check_batch request may hold
+	// (--max-batch).
+	MaxBatch int `yaml:"max_batch"`
+	// MaxPayload is the largest request body accepted, in bytes
+	// (--max-payload).
+	MaxPayload int `yaml:"max_payload"`
+	// Handlers is how many worker goroutines answer each of check and
+	// check_batch in parallel (--handlers); 0 means 2×GOMAXPROCS, at least
+	// 4. Each worker has 4 queue subscriptions feeding its endpoint's lane
+	// (see lanes.go).
+	Handlers int `yaml:"handlers"`
+	// Shards is the number of shard goroutines per limiter (0: GOMAXPROCS).
+	Shards int `yaml:"shards"`
+	// MaxKeys bounds the keys each limiter holds (0: no bound); see
+	// flux.WithMaxKeys.
+	MaxKeys int `yaml:"max_keys"`
+	// OverloadWait is how long a check waits for room in a full shard
+	// mailbox before it is answered 503.
+	OverloadWait Duration `yaml:"overload_wait"`
+	// DrainTimeout bounds the graceful drain on shutdown.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+
+	// Limiters are the named limiters. A node configured with none runs
+	// one named "default" (DefaultLimiter).
+	Limiters map[string]LimiterConfig `yaml:"limiters"`
+}
+
+// LimiterConfig is one named limiter. gcra (the default algorithm) takes
+// Rate and Burst; the window algorithms, when available, take Limit and
+// Window.
+type LimiterConfig struct {
+	// Algorithm is "gcra" (the default when empty).
+	Algorithm string `yaml:"algorithm"`
+	// Rate is in requests per second; Burst is the requests admitted beyond
+	// the steady rate (capacity after idle = floor(Burst)+1).
+	Rate  float64 `yaml:"rate"`
+	Burst float64 `yaml:"burst"`
+	// Limit and Window are for the window algorithms: Limit requests per
+	// Window.
+	Limit  int      `yaml:"limit"`
+	Window Duration `yaml:"window"`
+}
+
+// AlgorithmName returns the algorithm's name, "gcra" when empty.
+func (lc LimiterConfig) AlgorithmName() string {
+	if lc.Algorithm == "" {
+		return "gcra"
+	}
+	return lc.Algorithm
+}
+
+// FluxLimit translates the limiter's configuration into the library's
+// flux.Limit, validated. This is the one place where algorithms are mapped.
+func (lc LimiterConfig) FluxLimit() (flux.Limit, error) {
+	switch lc.AlgorithmName() {
+	case "gcra":
+		if lc.Limit != 0 || lc.Window != 0 {
+			return flux.Limit{}, fmt.Errorf("%w: gcra takes rate and burst, not limit and window", errs.InvalidAlgorithm)
+		}
+		l := flux.Limit{Rate: lc.Rate, Burst: lc.Burst}
+		return l, l.Validate()
+	}
+	return flux.Limit{}, fmt.Errorf("%w: %q (available: gcra)", errs.InvalidAlgorithm, lc.Algorithm)
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string
+// ("250ms", "1m").
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// String formats the duration as time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// DefaultDataDir is where a node keeps its data unless told otherwise:
+// $XDG_DATA_HOME/flux-node, else ~/.local/share/flux-node, else
+// flux-node under the system's temporary directory. It depends on neither
+// ports nor ids, so a restarted node finds its data.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "flux-node")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "share", "flux-node")
+	}
+	return filepath.Join(os.TempDir(), "flux-node")
+}
+
+// DefaultConfig returns the configuration of `flux-node` run without
+// arguments.
+func DefaultConfig() Config {
+	id, _ := os.Hostname()
+	if id == "" {
+		id = "flux-node"
+	}
+	return Config{
+		NATSListen:   DefaultNATSListen,
+		HTTPListen:   DefaultHTTPListen,
+		DataDir:      DefaultDataDir(),
+		NodeID:       id,
+		LogLevel:     "info",
+		MaxKeyLen:    flux.DefaultMaxKeyLen,
+		MaxBatch:     DefaultMaxBatch,
+		MaxPayload:   DefaultMaxPayload,
+		OverloadWait: Duration(DefaultOverloadWait),
+		DrainTimeout: Duration(DefaultDrainTimeout),
+		Limiters:     map[string]LimiterConfig{DefaultLimiterName: DefaultLimiter},
+	}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig: settings it omits keep
+// their defaults, and a file without a limiters section gets the default
+// limiter. Unknown settings are errors, so typos do not pass silently.
+// The result is validated.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig is LoadConfig for a YAML document in memory.
+func ParseConfig(data []byte) (Config, error) {
+	cfg := DefaultConfig()
+	cfg.Limiters = nil
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty document (io.EOF) means "all defaults".
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if cfg.Limiters == nil {
+		cfg.Limiters = map[string]LimiterConfig{DefaultLimiterName: DefaultLimiter}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+var limiterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// Validate reports every problem with the configuration, joined, each
+// wrapping ErrInvalidConfig.
+func (c Config) Validate() error {
+	var problems []error
+	bad := func(format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...)))
+	}
+	if c.NATSURL == "" {
+		if _, _, err := splitHostPort(c.NATSListen, true); err != nil {
+			bad("nats_listen (--nats-listen) %q: %v", c.NATSListen, err)
+		}
+		if c.DataDir == "" {
+			bad("data_dir (--data-dir) is empty")
+		}
+	}
+	if c.HTTPListen != "" {
+		if _, _, err := splitHostPort(c.HTTPListen, false); err != nil {
+			bad("http_listen (--http-listen) %q: %v", c.HTTPListen, err)
+		}
+	}
+	if c.NodeID == "" || strings.ContainsFunc(c.NodeID, unicode.IsSpace) {
+		bad("node_id (--node-id) %q: want a non-empty name without spaces", c.NodeID)
+	}
+	if c.Token != "" && c.User != "" {
+		bad("token and user are exclusive: use one way to authenticate")
+	}
+	if c.Password != "" && c.User == "" {
+		bad("password without user")
+	}
+	if c.User != "" && c.Password == "" {
+		bad("user without password")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls_cert and tls_key go together")
+	}
+	if c.TLSVerify && c.TLSCA == "" {
+		bad("tls_verify needs tls_ca")
+	}
+	if c.TLSVerify && c.TLSCert == "" {
+		bad("tls_verify needs tls_cert and tls_key")
+	}
+	if c.MaxKeyLen < 1 {
+		bad("max_key_len %d: want at least 1", c.MaxKeyLen)
+	}
+	if c.MaxBatch < 1 || c.MaxBatch > maxMaxBatch {
+		bad("max_batch %d: want 1 to %d", c.MaxBatch, maxMaxBatch)
+	}
+	if c.MaxPayload < 1024 || c.MaxPayload > maxMaxPayload {
+		bad("max_payload %d: want 1024 to %d bytes", c.MaxPayload, maxMaxPayload)
+	}
+	if c.Handlers < 0 || c.Handlers > 1024 {
+		bad("handlers %d: want 0 (automatic) to 1024", c.Handlers)
+	}
+	if c.Shards < 0 || c.Shards > 1<<16 {
+		bad("shards %d: want 0 (automatic) to 65536", c.Shards)
+	}
+	if c.MaxKeys < 0 {
+		bad("max_keys %d: want 0 (no bound) or more", c.MaxKeys)
+	}
+	if c.OverloadWait < 0 {
+		bad("overload_wait %v is negative", c.OverloadWait)
+	}
+	if c.DrainTimeout <= 0 {
+		bad("drain_timeout %v: want more than 0", c.DrainTimeout)
+	}
+	if len(c.Limiters) == 0 {
+		bad("no limiters")
+	}
+	for name, lc := range c.Limiters {
+		if !limiterName.MatchString(name) {
+			bad("limiter name %q: want 1 to 64 of A-Z a-z 0-9 _ . - starting with a letter or digit", name)
+		}
+		if _, err := lc.FluxLimit(); err != nil {
+			bad("limiter %q: %v", name, err)
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// splitHostPort parses host:port; anyPort allows -1 (NATS's "random").
+func splitHostPort(hp string, anyPort bool) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q is not a number", ps)
+	}
+	low := 0
+	if anyPort {
+		low = -1
+	}
+	if p < low || p > 65535 {
+		return "", 0, fmt.Errorf("port %d out of range", p)
+	}
+	return host, p, nil
+}
