@@ -142,6 +142,7 @@ type options struct {
 	sweepEvery  time.Duration
 	sweepBudget int
 	logger      *slog.Logger
+	persist     *shard.Persistence // persist.go
 	hooks       []Hooks      // hooks.go
 	middleware  []Middleware // hooks.go
 	err         error
@@ -529,6 +530,7 @@ type engine interface {
 	shardCount() int
 	len() int
 	stats() []shard.Stats
+	storeStats() []shard.StoreStats
 	stop()
 }
 
@@ -565,6 +567,7 @@ func newGroup[S any](alg algorithm.Algorithm[S], o options, compile func(Limit) 
 			SweepEvery:  o.sweepEvery,
 			SweepBudget: o.sweepBudget,
 			OnPanic:     onPanic,
+			Persistence: o.persist,
 		})
 	}
 	n := len(g.shards)
@@ -817,6 +820,14 @@ func (g *group[S]) stats() []shard.Stats {
 	out := make([]shard.Stats, len(g.shards))
 	for i, sh := range g.shards {
 		out[i] = sh.Stats()
+	}
+	return out
+}
+
+func (g *group[S]) storeStats() []shard.StoreStats {
+	out := make([]shard.StoreStats, len(g.shards))
+	for i, sh := range g.shards {
+		out[i] = sh.StoreStats()
 	}
 	return out
 }

@@ -36,10 +36,10 @@ type Config[M Message] struct {
 	Mailbox int
 	// Handle processes one message. It runs on the actor's goroutine only.
 	Handle func(M)
-	// Tick, if positive, calls OnTick on the actor's goroutine every Tick.
-	// Ticks queue behind the messages already in the mailbox.
-	Tick   time.Duration
-	OnTick func()
+	// Timers run periodic work on the actor's goroutine: each Timer's Do
+	// is called every Every. Ticks queue behind the messages already in
+	// the mailbox, so a busy actor delays them but never loses them.
+	Timers []Timer
 	// OnStop runs on the actor's goroutine after the last message, before
 	// Stop returns.
 	OnStop func()
@@ -61,12 +61,19 @@ const (
 )
 
 type envelope[M any] struct {
-	kind uint8
-	m    M
+	kind  uint8
+	timer uint8 // index into Config.Timers, for kindTick
+	m     M
+}
+
+// Timer is periodic work run on the actor's goroutine.
+type Timer struct {
+	Every time.Duration
+	Do    func()
 }
 
 // Actor is a goroutine with a mailbox. Send, Stop, Done, Len and Cap are
-// safe for simultaneous use; Handle, OnTick and OnStop run one at a time on
+// safe for simultaneous use; Handle, the Timers and OnStop run one at a time on
 // the actor's own goroutine, so the state they touch needs no locks.
 type Actor[M Message] struct {
 	cfg     Config[M]
@@ -74,7 +81,7 @@ type Actor[M Message] struct {
 	quit    chan struct{} // closed by Stop: Send refuses, the ticker exits
 	done    chan struct{} // closed when the actor's goroutine is about to exit
 	once    sync.Once
-	wg      sync.WaitGroup // the actor and its ticker
+	wg      sync.WaitGroup // the actor and its tickers
 }
 
 // Start starts an actor and returns it. The caller owns it and must call Stop.
@@ -89,22 +96,24 @@ func Start[M Message](cfg Config[M]) *Actor[M] {
 		done:    make(chan struct{}),
 	}
 	a.wg.Go(a.run)
-	if cfg.Tick > 0 && cfg.OnTick != nil {
-		a.wg.Go(a.ticker)
+	for i, t := range cfg.Timers {
+		if t.Every > 0 && t.Do != nil && i < 256 {
+			a.wg.Go(func() { a.ticker(uint8(i), t.Every) })
+		}
 	}
 	return a
 }
 
 // ticker turns timer ticks into mailbox envelopes. A tick waits for room in
 // the mailbox, so the sweep is delayed, never dropped, by a busy actor.
-func (a *Actor[M]) ticker() {
-	t := time.NewTicker(a.cfg.Tick)
+func (a *Actor[M]) ticker(i uint8, every time.Duration) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
 			select {
-			case a.mailbox <- envelope[M]{kind: kindTick}:
+			case a.mailbox <- envelope[M]{kind: kindTick, timer: i}:
 			case <-a.quit:
 				return
 			}
@@ -120,7 +129,7 @@ func (a *Actor[M]) run() {
 		case kindMsg:
 			a.handle(env.m)
 		case kindTick:
-			a.tick()
+			a.tick(a.cfg.Timers[env.timer].Do)
 		case kindStop:
 			a.drain()
 			if a.cfg.OnStop != nil {
@@ -162,13 +171,13 @@ func (a *Actor[M]) handle(m M) {
 	a.cfg.Handle(m)
 }
 
-func (a *Actor[M]) tick() {
+func (a *Actor[M]) tick(do func()) {
 	defer func() {
 		if v := recover(); v != nil && a.cfg.OnPanic != nil {
 			a.cfg.OnPanic(v)
 		}
 	}()
-	a.cfg.OnTick()
+	do()
 }
 
 // Send puts m in the mailbox; the actor will answer it (through the handler
@@ -216,6 +225,31 @@ func (a *Actor[M]) sendSlow(ctx context.Context, m M) error {
 	case <-timeout:
 		return fmt.Errorf("%w: mailbox full for %v", errs.Overloaded, a.cfg.MaxWait)
 	}
+}
+
+// Post is Send for the actor's own helpers (a loader reporting back): it
+// waits for room as long as ctx allows, ignoring Config.MaxWait, so a
+// result is never dropped because the mailbox was busy. It fails with
+// flux.ErrClosed once the actor is stopping.
+func (a *Actor[M]) Post(ctx context.Context, m M) error {
+	select {
+	case <-a.quit:
+		return errs.Closed
+	default:
+	}
+	select {
+	case a.mailbox <- envelope[M]{m: m}:
+	case <-a.quit:
+		return errs.Closed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-a.done:
+		a.drain()
+	default:
+	}
+	return nil
 }
 
 // Stop asks the actor to finish and waits until its goroutines have exited.

@@ -146,15 +146,19 @@ func TestTickRunsOnTheActor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var ticks atomic.Int64
 		var served atomic.Int64
-		a := Start(Config[msg]{Handle: handler(&served), Tick: time.Second, OnTick: func() {
-			if ticks.Add(1) == 2 {
-				panic("tick panic is contained")
-			}
+		var slow atomic.Int64
+		a := Start(Config[msg]{Handle: handler(&served), Timers: []Timer{
+			{Every: time.Second, Do: func() {
+				if ticks.Add(1) == 2 {
+					panic("tick panic is contained")
+				}
+			}},
+			{Every: 2 * time.Second, Do: func() { slow.Add(1) }},
 		}})
 		time.Sleep(5*time.Second + time.Millisecond)
 		synctest.Wait()
-		if n := ticks.Load(); n != 5 {
-			t.Fatalf("%d ticks in 5s; want 5", n)
+		if n, m := ticks.Load(), slow.Load(); n != 5 || m != 2 {
+			t.Fatalf("%d and %d ticks in 5s; want 5 of the 1s timer and 2 of the 2s timer", n, m)
 		}
 		if err := ask(t, a, "ok"); err != nil {
 			t.Fatal(err)

@@ -57,6 +57,8 @@ type Config[S any] struct {
 	EvictBudget int
 	// OnPanic is told about recovered panics.
 	OnPanic func(v any)
+	// Persistence, if set, keeps the keys' states in a store.
+	Persistence *Persistence
 }
 
 // Stats are a shard's counters, read without messaging the shard.
@@ -95,6 +97,9 @@ type Shard[S any] struct {
 	clockErrs atomic.Uint64
 
 	replies sync.Pool // chan Reply
+
+	p       *persist[S] // nil without a store
+	changed bool        // the last check changed its key's state
 
 	act *actor.Actor[Msg[S]]
 }
@@ -152,6 +157,9 @@ func New[S any](cfg Config[S]) *Shard[S] {
 		sweepN:  cfg.SweepBudget,
 	}
 	s.replies.New = newReplyChan
+	if cfg.Persistence != nil && cfg.Persistence.Store != nil {
+		s.p = newPersist[S](*cfg.Persistence)
+	}
 	ac := actor.Config[Msg[S]]{
 		Mailbox: cfg.Mailbox,
 		MaxWait: cfg.MaxWait,
@@ -159,6 +167,9 @@ func New[S any](cfg Config[S]) *Shard[S] {
 		OnStop: func() {
 			s.sweep.reset()
 			s.clean.reset()
+			if s.p != nil {
+				s.stopPersist()
+			}
 		},
 		OnPanic: func(v any) {
 			s.panics.Add(1)
@@ -168,8 +179,10 @@ func New[S any](cfg Config[S]) *Shard[S] {
 		},
 	}
 	if cfg.SweepEvery > 0 {
-		ac.Tick = cfg.SweepEvery
-		ac.OnTick = s.sweepTick
+		ac.Timers = append(ac.Timers, actor.Timer{Every: cfg.SweepEvery, Do: s.sweepTick})
+	}
+	if s.p != nil {
+		ac.Timers = append(ac.Timers, actor.Timer{Every: s.p.cfg.FlushEvery, Do: s.flushTick})
 	}
 	s.act = actor.Start(ac)
 	return s
@@ -200,6 +213,8 @@ const (
 	kBatch
 	kApply
 	kControl
+	kLoaded  // a loader's result
+	kFlushed // a flusher's result
 )
 
 // Msg is a shard message: one mailbox carries every kind, so they are
@@ -211,6 +226,9 @@ type Msg[S any] struct {
 	reply chan Reply
 	batch *Batch
 	ctrl  *control[S]
+	// results of the shard's own store helpers
+	loaded  *loaded
+	flushed *flushed
 }
 
 // Fail answers the message's sender with err without blocking.
@@ -268,6 +286,9 @@ type Batch struct {
 	Errs  []error
 	Err   error
 	Done  chan *Batch
+
+	parked int  // items waiting for a load (shard-owned while in flight)
+	flush  bool // an item changed state: under write-through, answer after the save
 }
 
 // Check decides one request of cost for key. Cost 0 peeks.
@@ -325,6 +346,10 @@ func (s *Shard[S]) handle(m Msg[S]) {
 			m.reply <- Reply{Err: err}
 			return
 		}
+		if s.p != nil {
+			s.checkStored(m, now)
+			return
+		}
 		// Decide into the shard's scratch: a pointer to a local would
 		// escape through the algorithm's interface and allocate.
 		err = s.check(m.key, m.cost, now, &s.scratch)
@@ -335,6 +360,9 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		now, err := s.now()
 		if err != nil {
 			b.Err = err
+		} else if s.p != nil {
+			s.batchStored(b, now)
+			return
 		} else {
 			for i := range b.Items {
 				it := &b.Items[i]
@@ -343,10 +371,7 @@ func (s *Shard[S]) handle(m Msg[S]) {
 					o = int(b.Idx[i])
 				}
 				if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
-					if b.Errs == nil {
-						b.Errs = make([]error, len(b.Items))
-					}
-					b.Errs[i] = err
+					b.setErr(i, err)
 				}
 			}
 		}
@@ -354,6 +379,10 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		b.Done <- b
 	case kApply:
 		b := m.batch
+		if s.p != nil {
+			s.applyStored(b)
+			return
+		}
 		for i := range b.Items {
 			it := &b.Items[i]
 			if err := s.apply(it.Key, it.At, it.Cost); err != nil && b.Err == nil {
@@ -366,8 +395,88 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		c := m.ctrl
 		c.err = c.run(s)
 		s.publishLen()
+		s.afterMessage()
 		c.done <- struct{}{}
+	case kLoaded:
+		s.onLoaded(m.loaded)
+		s.publishLen()
+	case kFlushed:
+		s.onFlushed(m.flushed)
 	}
+}
+
+// checkStored is a single check on a shard with a store.
+func (s *Shard[S]) checkStored(m Msg[S], now int64) {
+	if s.m[m.key] == nil && s.miss(m.key, parked{reply: m.reply, cost: m.cost}, now) {
+		return
+	}
+	err := s.check(m.key, m.cost, now, &s.scratch)
+	s.publishLen()
+	s.reply(m.reply, s.scratch, err)
+	s.afterMessage()
+}
+
+// batchStored is a batch on a shard with a store: items whose key is not
+// held wait for their load; the batch is answered when all are decided.
+func (s *Shard[S]) batchStored(b *Batch, now int64) {
+	b.parked = 1 // held open while the items are dealt out
+	for i := range b.Items {
+		it := &b.Items[i]
+		if s.m[it.Key] == nil {
+			b.parked++
+			if s.miss(it.Key, parked{batch: b, i: i}, now) {
+				continue
+			}
+			b.parked--
+		}
+		o := i
+		if b.Idx != nil {
+			o = int(b.Idx[i])
+		}
+		if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
+			b.setErr(i, err)
+		} else if s.changed {
+			b.flush = true
+		}
+	}
+	s.publishLen()
+	s.unpark(b)
+	s.afterMessage()
+}
+
+// applyStored is a batch of remote admissions on a shard with a store.
+func (s *Shard[S]) applyStored(b *Batch) {
+	now, err := s.now()
+	if err != nil {
+		b.Err = err
+		b.Done <- b
+		return
+	}
+	b.parked = 1
+	for i := range b.Items {
+		it := &b.Items[i]
+		if s.m[it.Key] == nil {
+			b.parked++
+			if s.miss(it.Key, parked{batch: b, i: i, apply: true}, now) {
+				continue
+			}
+			b.parked--
+		}
+		if err := s.apply(it.Key, it.At, it.Cost); err != nil && b.Err == nil {
+			b.Err = err
+		}
+	}
+	s.publishLen()
+	s.unpark(b)
+	s.afterMessage()
+}
+
+// setErr records item i's error.
+func (b *Batch) setErr(i int, err error) {
+	if b.Errs == nil {
+		b.Errs = make([]error, len(b.Items))
+	}
+	b.Errs[i] = err
 }
 
 // publishLen makes the key count visible to Len before the shard answers,
@@ -408,19 +517,36 @@ func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) err
 	} else {
 		next, *d, changed = s.alg.Step(st, now, cost)
 	}
+	s.changed = false
 	if changed {
+		if s.p != nil && s.p.refuseWrites(now) {
+			// Write-through, closed policy, store down: nothing may be
+			// admitted that cannot be saved.
+			s.p.fallbacks.Add(1)
+			*d = algorithm.Decision{Limit: d.Limit, RetryAfter: s.p.cfg.RetryAfter}
+			return nil
+		}
 		if p != nil {
+			if s.p != nil {
+				s.markDirty(key, st, true)
+			}
 			*p = next
 		} else if err := s.insert(key, next, now); err != nil {
 			*d = algorithm.Decision{}
 			return err
+		} else if s.p != nil {
+			s.markDirty(key, st, false)
 		}
+		s.changed = true
 	}
 	return nil
 }
 
 func (s *Shard[S]) apply(key string, at, cost int64) error {
 	if p := s.m[key]; p != nil {
+		if s.p != nil {
+			s.markDirty(key, *p, true)
+		}
 		*p = s.alg.Apply(*p, at, cost)
 		return nil
 	}
@@ -432,7 +558,13 @@ func (s *Shard[S]) apply(key string, at, cost int64) error {
 	if s.alg.IdleAt(next) <= now {
 		return nil // already forgotten by the time it arrived
 	}
-	return s.insert(key, next, now)
+	if err := s.insert(key, next, now); err != nil {
+		return err
+	}
+	if s.p != nil {
+		s.markDirty(key, next, false)
+	}
+	return nil
 }
 
 // insert adds a new key, making room under MaxKeys by evicting idle keys.
@@ -528,6 +660,9 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 				delete(s.m, k)
 				continue
 			}
+			if s.p != nil {
+				s.p.dirty[k] = struct{}{} // saved under the new limit
+			}
 			*v = alg.Rebase(*v, now, prev)
 		}
 		s.alg = alg
@@ -612,6 +747,9 @@ func (s *Shard[S]) Restore(ctx context.Context, entries []Entry[S]) error {
 				*p = e.State
 			} else if err := s.insert(e.Key, e.State, now); err != nil {
 				return err
+			}
+			if s.p != nil {
+				s.p.dirty[e.Key] = struct{}{}
 			}
 		}
 		return nil

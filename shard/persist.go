@@ -1,0 +1,597 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/internal/errs"
+	"github.com/fluxlimiter/flux/store"
+)
+
+// Failure says what a shard decides when its store cannot answer in time.
+type Failure uint8
+
+// Failure policies.
+const (
+	// FailLocal decides from the shard's memory; a key it has not loaded
+	// since it started is denied, so a restart never forgives anyone.
+	FailLocal Failure = iota
+	// FailOpen admits the request without recording it.
+	FailOpen
+	// FailClosed denies the request.
+	FailClosed
+)
+
+// String returns "local", "open" or "closed".
+func (f Failure) String() string {
+	switch f {
+	case FailOpen:
+		return "open"
+	case FailClosed:
+		return "closed"
+	default:
+		return "local"
+	}
+}
+
+// Defaults for Persistence fields left zero.
+const (
+	DefaultFlushEvery      = 100 * time.Millisecond
+	DefaultStoreTimeout    = 50 * time.Millisecond
+	DefaultStoreRetryAfter = time.Second
+	// finalFlushTimeout bounds the flush a stopping shard makes.
+	finalFlushTimeout = 5 * time.Second
+)
+
+// Persistence connects a shard to a store.
+//
+// On a miss the shard loads the key from the store outside its goroutine;
+// that key's requests wait (parked, in order) while other keys are served,
+// and concurrent requests for it share one load. Writes are write-behind
+// (dirty keys saved in batches every FlushEvery) or write-through (a
+// decision that changed a key's state is answered only once the state is
+// saved; saves are grouped per shard).
+type Persistence struct {
+	Store store.Store
+	// Limiter is the namespace of this limiter's keys in the store.
+	Limiter string
+	// Through selects write-through; write-behind otherwise.
+	Through bool
+	// FlushEvery is the write-behind period, and how often a failing
+	// store is retried (DefaultFlushEvery if zero).
+	FlushEvery time.Duration
+	// Timeout bounds every store call a decision waits for
+	// (DefaultStoreTimeout if zero).
+	Timeout time.Duration
+	// OnFailure is the policy when the store fails or times out.
+	OnFailure Failure
+	// RetryAfter is what a denial caused by the store reports
+	// (DefaultStoreRetryAfter if zero).
+	RetryAfter time.Duration
+}
+
+// StoreStats are a shard's store counters.
+type StoreStats struct {
+	Loads      uint64 // loads attempted
+	LoadErrors uint64 // loads that failed or timed out
+	Saves      uint64 // flushes attempted (one Save call each)
+	SaveErrors uint64 // flushes that failed or timed out
+	Fallbacks  uint64 // requests decided by the failure policy
+	Dirty      int    // keys waiting to be saved, as of the last message
+}
+
+// persist is a shard's store state. All of it but the counters and bg is
+// owned by the shard goroutine.
+type persist[S any] struct {
+	cfg      Persistence
+	loading  map[string]*loadWait
+	dirty    map[string]struct{}
+	undo     map[string]S // before-images for rollback (write-through, closed)
+	held     []held       // write-through replies waiting for the next flush
+	flushing bool
+	downAt   int64 // shard-clock time of the last store failure; 0 when up
+
+	loads, loadErrs, saves, saveErrs, fallbacks atomic.Uint64
+	dirtyN                                      atomic.Int64
+
+	bg     sync.WaitGroup // loaders and flushers
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// parked is a request waiting for its key to load.
+type parked struct {
+	reply chan Reply // a single check
+	cost  int64
+	batch *Batch // or an item of a batch
+	i     int
+	apply bool // the batch is a batch of remote admissions
+}
+
+type loadWait struct{ items []parked }
+
+// held is a reply waiting for a write-through flush.
+type held struct {
+	reply chan Reply
+	d     algorithm.Decision
+	batch *Batch
+}
+
+// loaded is what a loader reports back.
+type loaded struct {
+	keys  []string
+	out   []store.Entry
+	found []bool
+	err   error
+}
+
+// flushed is what a flusher reports back.
+type flushed struct {
+	keys    []string
+	entries []store.Entry
+	undo    map[string][]byte // encoded before-images, for rollback
+	waiters []held
+	err     error
+}
+
+func newPersist[S any](cfg Persistence) *persist[S] {
+	if cfg.FlushEvery <= 0 {
+		cfg.FlushEvery = DefaultFlushEvery
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultStoreTimeout
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = DefaultStoreRetryAfter
+	}
+	p := &persist[S]{
+		cfg:     cfg,
+		loading: make(map[string]*loadWait),
+		dirty:   make(map[string]struct{}),
+		undo:    make(map[string]S),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p
+}
+
+// StoreStats returns the shard's store counters (zero without a store).
+func (s *Shard[S]) StoreStats() StoreStats {
+	p := s.p
+	if p == nil {
+		return StoreStats{}
+	}
+	return StoreStats{
+		Loads: p.loads.Load(), LoadErrors: p.loadErrs.Load(),
+		Saves: p.saves.Load(), SaveErrors: p.saveErrs.Load(),
+		Fallbacks: p.fallbacks.Load(), Dirty: int(p.dirtyN.Load()),
+	}
+}
+
+// refuseWrites reports whether a state change must be refused: under
+// write-through with the closed policy while the store is down.
+func (p *persist[S]) refuseWrites(now int64) bool {
+	return p.cfg.Through && p.cfg.OnFailure == FailClosed && p.down(now)
+}
+
+// down reports whether the store failed less than FlushEvery ago: requests
+// then take the failure policy at once instead of waiting for a timeout.
+func (p *persist[S]) down(now int64) bool {
+	return p.downAt != 0 && now-p.downAt < int64(p.cfg.FlushEvery)
+}
+
+// miss handles a request for a key the shard does not hold. It returns true
+// if the request was parked (or answered by the failure policy) and must
+// not be decided now.
+func (s *Shard[S]) miss(key string, w parked, now int64) bool {
+	p := s.p
+	if lw, ok := p.loading[key]; ok {
+		lw.items = append(lw.items, w)
+		return true
+	}
+	if p.down(now) {
+		s.fallback(w, now)
+		return true
+	}
+	p.loading[key] = &loadWait{items: []parked{w}}
+	s.startLoad([]string{key})
+	return true
+}
+
+// startLoad loads keys outside the shard goroutine and posts the result.
+func (s *Shard[S]) startLoad(keys []string) {
+	p := s.p
+	p.loads.Add(uint64(len(keys)))
+	st, name, timeout := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout
+	p.bg.Go(func() {
+		res := &loaded{keys: keys, out: make([]store.Entry, len(keys)), found: make([]bool, len(keys))}
+		ctx, cancel := context.WithTimeout(p.ctx, timeout)
+		if bl, ok := st.(store.BatchLoader); ok && len(keys) > 1 {
+			res.err = bl.LoadMany(ctx, name, keys, res.out, res.found)
+		} else {
+			for i, k := range keys {
+				if res.out[i], res.found[i], res.err = st.Load(ctx, name, k); res.err != nil {
+					break
+				}
+			}
+		}
+		cancel()
+		_ = s.act.Post(p.ctx, Msg[S]{kind: kLoaded, loaded: res})
+	})
+}
+
+// onLoaded installs loaded states and decides the requests parked on them.
+func (s *Shard[S]) onLoaded(r *loaded) {
+	p := s.p
+	now, clockErr := s.now()
+	if r.err != nil {
+		p.loadErrs.Add(uint64(len(r.keys)))
+		if clockErr == nil {
+			p.downAt = max(now, 1)
+		}
+	} else {
+		p.downAt = 0
+	}
+	for i, key := range r.keys {
+		lw := p.loading[key]
+		delete(p.loading, key)
+		if lw == nil {
+			continue
+		}
+		err := r.err
+		if err == nil && r.found[i] && clockErr == nil {
+			st, derr := s.alg.DecodeState(r.out[i].State)
+			switch {
+			case derr != nil:
+				err = derr
+			case s.alg.IdleAt(st) > now && s.m[key] == nil:
+				if ierr := s.insert(key, st, now); ierr != nil {
+					err = ierr
+				}
+			}
+		}
+		for _, w := range lw.items {
+			switch {
+			case clockErr != nil:
+				s.answer(w, algorithm.Decision{}, clockErr)
+			case err != nil:
+				s.fallback(w, now)
+			default:
+				s.decideParked(key, w, now)
+			}
+		}
+	}
+	s.afterMessage()
+}
+
+// decideParked decides a parked request now that its key is loaded.
+func (s *Shard[S]) decideParked(key string, w parked, now int64) {
+	switch {
+	case w.reply != nil:
+		err := s.check(key, w.cost, now, &s.scratch)
+		s.reply(w.reply, s.scratch, err)
+	case w.apply:
+		it := &w.batch.Items[w.i]
+		if err := s.apply(it.Key, it.At, it.Cost); err != nil && w.batch.Err == nil {
+			w.batch.Err = err
+		}
+		s.unpark(w.batch)
+	default:
+		b := w.batch
+		it := &b.Items[w.i]
+		o := w.i
+		if b.Idx != nil {
+			o = int(b.Idx[w.i])
+		}
+		if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
+			b.setErr(w.i, err)
+		} else if s.changed {
+			b.flush = true
+		}
+		s.unpark(b)
+	}
+}
+
+// fallback answers a request by the failure policy.
+func (s *Shard[S]) fallback(w parked, now int64) {
+	p := s.p
+	p.fallbacks.Add(1)
+	if w.apply { // a remote admission waits for no one: keep it in memory
+		it := &w.batch.Items[w.i]
+		_ = s.apply(it.Key, it.At, it.Cost) // kept in memory, saved when the store is back
+		s.unpark(w.batch)
+		return
+	}
+	var d algorithm.Decision
+	d.Limit = int(s.cap)
+	if p.cfg.OnFailure == FailOpen {
+		d.Allowed = true
+		d.Remaining = int(s.cap) - 1
+	} else {
+		d.RetryAfter = p.cfg.RetryAfter
+	}
+	cost := w.cost
+	if w.reply == nil {
+		cost = w.batch.Items[w.i].Cost
+	}
+	if cost == 0 { // a peek reports, it does not decide
+		d.Allowed = p.cfg.OnFailure == FailOpen
+	}
+	s.answer(w, d, nil)
+}
+
+// answer replies to one parked request.
+func (s *Shard[S]) answer(w parked, d algorithm.Decision, err error) {
+	if w.reply != nil {
+		s.reply(w.reply, d, err)
+		return
+	}
+	b := w.batch
+	if !w.apply {
+		o := w.i
+		if b.Idx != nil {
+			o = int(b.Idx[w.i])
+		}
+		b.Out[o] = d
+		if err != nil {
+			b.setErr(w.i, err)
+		}
+	} else if err != nil && b.Err == nil {
+		b.Err = err
+	}
+	s.unpark(b)
+}
+
+// reply answers a single check, holding the reply for the next flush if it
+// changed state under write-through.
+func (s *Shard[S]) reply(rc chan Reply, d algorithm.Decision, err error) {
+	if err == nil && s.changed && s.p != nil && s.p.cfg.Through {
+		s.p.held = append(s.p.held, held{reply: rc, d: d})
+		return
+	}
+	rc <- Reply{D: d, Err: err}
+}
+
+// unpark counts down a batch's parked items and finishes it at zero.
+func (s *Shard[S]) unpark(b *Batch) {
+	b.parked--
+	if b.parked == 0 {
+		s.finishBatch(b)
+	}
+}
+
+// finishBatch answers a batch whose items are all decided, holding it for
+// the next flush if it changed state under write-through.
+func (s *Shard[S]) finishBatch(b *Batch) {
+	if b.parked > 0 {
+		return
+	}
+	if b.flush && s.p != nil && s.p.cfg.Through && b.Err == nil {
+		b.flush = false
+		s.p.held = append(s.p.held, held{batch: b})
+		return
+	}
+	b.Done <- b
+}
+
+// markDirty records that key's state changed (prev is its state before, for
+// rollback under write-through with the closed policy).
+func (s *Shard[S]) markDirty(key string, prev S, existed bool) {
+	p := s.p
+	p.dirty[key] = struct{}{}
+	if p.cfg.Through && p.cfg.OnFailure == FailClosed {
+		if _, ok := p.undo[key]; !ok {
+			if !existed {
+				prev = s.alg.Fresh(0)
+			}
+			p.undo[key] = prev
+		}
+	}
+}
+
+// afterMessage starts a write-through flush if one is due.
+func (s *Shard[S]) afterMessage() {
+	p := s.p
+	if p == nil {
+		return
+	}
+	p.dirtyN.Store(int64(len(p.dirty)))
+	if !p.cfg.Through || p.flushing {
+		return
+	}
+	if len(p.held) > 0 || len(p.dirty) > 0 {
+		now, err := s.now()
+		if err != nil || p.down(now) {
+			s.releaseHeld(p.held, nil, true)
+			p.held = nil
+			return
+		}
+		s.startFlush(now)
+	}
+}
+
+// flushTick is the write-behind timer, and the retry timer after failures.
+func (s *Shard[S]) flushTick() {
+	p := s.p
+	if p.flushing || len(p.dirty) == 0 && len(p.held) == 0 {
+		return
+	}
+	now, err := s.now()
+	if err != nil {
+		return
+	}
+	s.startFlush(now)
+}
+
+// snapshotDirty encodes the dirty keys: entries to save and idle or
+// forgotten keys to delete.
+func (s *Shard[S]) snapshotDirty(now int64) (keys []string, entries []store.Entry, deletes []string, undo map[string][]byte) {
+	p := s.p
+	for k := range p.dirty {
+		keys = append(keys, k)
+		if sp := s.m[k]; sp != nil && s.alg.IdleAt(*sp) > now {
+			entries = append(entries, store.Entry{Key: k, State: s.alg.AppendState(nil, *sp), IdleAt: s.alg.IdleAt(*sp)})
+		} else {
+			deletes = append(deletes, k)
+		}
+	}
+	clear(p.dirty)
+	if len(p.undo) > 0 {
+		undo = make(map[string][]byte, len(p.undo))
+		for k, v := range p.undo {
+			undo[k] = s.alg.AppendState(nil, v)
+		}
+		clear(p.undo)
+	}
+	return keys, entries, deletes, undo
+}
+
+// startFlush saves the dirty keys outside the shard goroutine.
+func (s *Shard[S]) startFlush(now int64) {
+	p := s.p
+	keys, entries, deletes, undo := s.snapshotDirty(now)
+	waiters := p.held
+	p.held = nil
+	p.flushing = true
+	p.saves.Add(1)
+	st, name, timeout := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout
+	p.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(p.ctx, timeout)
+		err := save(ctx, st, name, entries, deletes)
+		cancel()
+		res := &flushed{keys: keys, entries: entries, undo: undo, waiters: waiters, err: err}
+		if s.act.Post(p.ctx, Msg[S]{kind: kFlushed, flushed: res}) != nil {
+			// The shard is stopping: answer the waiters here.
+			s.releaseHeld(waiters, nil, err != nil)
+		}
+	})
+}
+
+func save(ctx context.Context, st store.Store, name string, entries []store.Entry, deletes []string) error {
+	if len(entries) > 0 {
+		if err := st.Save(ctx, name, entries); err != nil {
+			return err
+		}
+	}
+	if len(deletes) > 0 {
+		return st.Delete(ctx, name, deletes)
+	}
+	return nil
+}
+
+// onFlushed takes a flusher's result back on the shard goroutine.
+func (s *Shard[S]) onFlushed(r *flushed) {
+	p := s.p
+	p.flushing = false
+	if r.err == nil {
+		p.downAt = 0
+		s.releaseHeld(r.waiters, nil, false)
+		s.afterMessage()
+		return
+	}
+	p.saveErrs.Add(1)
+	now, err := s.now()
+	if err == nil {
+		p.downAt = max(now, 1)
+	}
+	rollback := p.cfg.Through && p.cfg.OnFailure == FailClosed
+	if rollback {
+		// Restore each key whose state is still the one that failed to
+		// save; a key changed since keeps its state (it errs towards
+		// counting too much, never too little).
+		saved := make(map[string][]byte, len(r.entries))
+		for _, e := range r.entries {
+			saved[e.Key] = e.State
+		}
+		for k, before := range r.undo {
+			sp := s.m[k]
+			if sp == nil || !bytes.Equal(s.alg.AppendState(nil, *sp), saved[k]) {
+				continue
+			}
+			prev, derr := s.alg.DecodeState(before)
+			if derr != nil || s.alg.IdleAt(prev) <= now {
+				delete(s.m, k)
+			} else {
+				*sp = prev
+			}
+		}
+	} else {
+		for _, k := range r.keys { // keep them for the next attempt
+			p.dirty[k] = struct{}{}
+		}
+	}
+	s.releaseHeld(r.waiters, nil, rollback)
+	p.dirtyN.Store(int64(len(p.dirty)))
+	s.publishLen()
+}
+
+// releaseHeld answers write-through replies after a flush. With deny set
+// (the save failed under the closed policy, or the store is down), every
+// admission among them is turned into a denial.
+func (s *Shard[S]) releaseHeld(waiters []held, _ error, failed bool) {
+	var deny bool
+	var retry time.Duration
+	if p := s.p; p != nil {
+		deny = failed && p.cfg.OnFailure == FailClosed
+		retry = p.cfg.RetryAfter
+		if failed {
+			p.fallbacks.Add(uint64(len(waiters)))
+		}
+	}
+	for _, h := range waiters {
+		if h.reply != nil {
+			d := h.d
+			if deny && d.Allowed {
+				d = algorithm.Decision{Limit: d.Limit, RetryAfter: retry}
+			}
+			h.reply <- Reply{D: d}
+			continue
+		}
+		b := h.batch
+		if deny {
+			for i := range b.Items {
+				o := i
+				if b.Idx != nil {
+					o = int(b.Idx[i])
+				}
+				if b.Out[o].Allowed && b.Items[i].Cost > 0 {
+					b.Out[o] = algorithm.Decision{Limit: b.Out[o].Limit, RetryAfter: retry}
+				}
+			}
+		}
+		b.Done <- b
+	}
+}
+
+// stopPersist runs on the shard goroutine as it stops: it waits for the
+// loaders and flushers, answers parked requests, and saves what is dirty.
+func (s *Shard[S]) stopPersist() {
+	p := s.p
+	p.bg.Wait() // their posts fail now: the actor is stopping
+	for key, lw := range p.loading {
+		for _, w := range lw.items {
+			s.answer(w, algorithm.Decision{}, fmt.Errorf("%w: key %q was loading", errs.Closed, key))
+		}
+	}
+	clear(p.loading)
+	p.flushing = false
+	if len(p.dirty) > 0 {
+		now, err := s.now()
+		if err == nil {
+			keys, entries, deletes, _ := s.snapshotDirty(now)
+			ctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
+			if err := save(ctx, p.cfg.Store, p.cfg.Limiter, entries, deletes); err != nil {
+				p.saveErrs.Add(1)
+			}
+			cancel()
+			_ = keys
+		}
+	}
+	s.releaseHeld(p.held, nil, false)
+	p.held = nil
+	p.cancel()
+}
