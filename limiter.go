@@ -143,8 +143,8 @@ type options struct {
 	sweepBudget int
 	logger      *slog.Logger
 	persist     *shard.Persistence // persist.go
-	hooks       []Hooks      // hooks.go
-	middleware  []Middleware // hooks.go
+	hooks       []Hooks            // hooks.go
+	middleware  []Middleware       // hooks.go
 	err         error
 }
 

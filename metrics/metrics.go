@@ -109,7 +109,8 @@ type Metrics struct {
 	limiters  bounded // limiter names seen
 	endpoints bounded
 
-	series sync.Map // limiter label -> *series (hot-path children)
+	series   sync.Map // limiter label -> *series (hot-path children)
+	requests sync.Map // endpoint label -> prometheus.Observer
 
 	mu      sync.Mutex
 	tracked map[string]*flux.Limiter
@@ -351,7 +352,24 @@ func (m *Metrics) ObserveRequest(endpoint string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requestDur.WithLabelValues(m.endpoints.label(endpoint)).Observe(d.Seconds())
+	m.requestObserver(endpoint).Observe(d.Seconds())
+}
+
+// requestObserver returns the flux_request_duration_seconds child of an
+// endpoint, resolved once: after the first request of an endpoint,
+// observing costs a map load and an atomic add, not a label lookup. As in
+// get, the cache is keyed by label, so it holds at most MaxEndpoints+1
+// children whatever endpoints callers pass.
+func (m *Metrics) requestObserver(endpoint string) prometheus.Observer {
+	if o, ok := m.requests.Load(endpoint); ok {
+		return o.(prometheus.Observer)
+	}
+	lb := m.endpoints.label(endpoint)
+	if o, ok := m.requests.Load(lb); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := m.requests.LoadOrStore(lb, m.requestDur.WithLabelValues(lb))
+	return o.(prometheus.Observer)
 }
 
 // Cleanup records an explicit cleanup of limiter that removed removed keys

@@ -17,7 +17,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fluxlimiter/flux"
-	"github.com/fluxlimiter/flux/internal/errs"
 )
 
 // Defaults, documented in the README and docs/PROTOCOL.md.
@@ -128,42 +127,68 @@ type Config struct {
 	Limiters map[string]LimiterConfig `yaml:"limiters"`
 }
 
-// LimiterConfig is one named limiter. gcra (the default algorithm) takes
-// Rate and Burst; the window algorithms, when available, take Limit and
-// Window.
+// LimiterConfig is one named limiter: an algorithm and its parameters, as
+// in flux.Limit (docs/ALGORITHMS.md compares the algorithms). gcra (the
+// default), token-bucket and leaky-bucket take Rate and Burst; the window
+// algorithms (sliding-window-log, sliding-window, fixed-window) take Limit
+// and Window, and fixed-window may take Calendar (and Timezone) instead of
+// Window. A parameter the algorithm does not take is an error, not
+// ignored.
 type LimiterConfig struct {
-	// Algorithm is "gcra" (the default when empty).
+	// Algorithm is gcra (the default when empty), token-bucket,
+	// leaky-bucket, sliding-window-log, sliding-window or fixed-window.
 	Algorithm string `yaml:"algorithm"`
 	// Rate is in requests per second; Burst is the requests admitted beyond
 	// the steady rate (capacity after idle = floor(Burst)+1).
 	Rate  float64 `yaml:"rate"`
 	Burst float64 `yaml:"burst"`
 	// Limit and Window are for the window algorithms: Limit requests per
-	// Window.
+	// Window (a Go duration such as "1m").
 	Limit  int      `yaml:"limit"`
 	Window Duration `yaml:"window"`
+	// Calendar aligns fixed-window's windows to calendar units instead of
+	// Window: minute, hour, day, week (from Monday) or month, in Timezone.
+	Calendar string `yaml:"calendar"`
+	// Timezone is the IANA time zone of Calendar windows, such as
+	// "Europe/Paris"; empty means UTC. "Local" is refused: nodes sharing a
+	// config must agree on where days begin.
+	Timezone string `yaml:"timezone"`
 }
 
 // AlgorithmName returns the algorithm's name, "gcra" when empty.
 func (lc LimiterConfig) AlgorithmName() string {
 	if lc.Algorithm == "" {
-		return "gcra"
+		return string(flux.GCRA)
 	}
 	return lc.Algorithm
 }
 
 // FluxLimit translates the limiter's configuration into the library's
-// flux.Limit, validated. This is the one place where algorithms are mapped.
+// flux.Limit, validated by flux.Limit.Validate: an unknown algorithm or a
+// parameter the algorithm does not take fails with the library's sentinel
+// errors (flux.ErrInvalidAlgorithm, flux.ErrInvalidWindow...). This is the
+// one place where the configuration is mapped onto algorithms.
 func (lc LimiterConfig) FluxLimit() (flux.Limit, error) {
-	switch lc.AlgorithmName() {
-	case "gcra":
-		if lc.Limit != 0 || lc.Window != 0 {
-			return flux.Limit{}, fmt.Errorf("%w: gcra takes rate and burst, not limit and window", errs.InvalidAlgorithm)
-		}
-		l := flux.Limit{Rate: lc.Rate, Burst: lc.Burst}
-		return l, l.Validate()
+	l := flux.Limit{
+		Algorithm: flux.Algorithm(lc.Algorithm), // "" is gcra, as in flux.Limit
+		Rate:      lc.Rate,
+		Burst:     lc.Burst,
+		Limit:     lc.Limit,
+		Window:    time.Duration(lc.Window),
+		Calendar:  flux.Calendar(lc.Calendar),
 	}
-	return flux.Limit{}, fmt.Errorf("%w: %q (available: gcra)", errs.InvalidAlgorithm, lc.Algorithm)
+	switch lc.Timezone {
+	case "":
+	case "Local":
+		return flux.Limit{}, fmt.Errorf("%w: timezone %q depends on the machine: name the zone, such as Europe/Paris", flux.ErrInvalidWindow, lc.Timezone)
+	default:
+		loc, err := time.LoadLocation(lc.Timezone)
+		if err != nil {
+			return flux.Limit{}, fmt.Errorf("%w: timezone: %w", flux.ErrInvalidWindow, err)
+		}
+		l.Location = loc
+	}
+	return l, l.Validate()
 }
 
 // Duration is a time.Duration written in YAML as a Go duration string

@@ -8,6 +8,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -267,8 +268,11 @@ func (n *Node) Ready() error {
 
 // Reload applies a new configuration, as SIGHUP does: limiters whose
 // parameters changed are re-based with Limiter.SetLimit (keys keep what
-// they have used), new limiters are added and removed ones closed. An
-// invalid configuration is refused and the running one stays. Settings
+// they have used), new limiters are added and removed ones closed. A
+// limiter whose algorithm changed cannot be re-based (the state of one
+// algorithm means nothing to another): it is replaced by a new limiter, so
+// its keys start afresh, and a warning says so. An invalid configuration
+// is refused and the running one stays. Settings
 // other than the limiters take effect only on restart; changes to them are
 // logged and ignored.
 func (n *Node) Reload(cfg Config) error {
@@ -332,8 +336,17 @@ func (n *Node) Reload(cfg Config) error {
 	}
 	next.encodeInfo()
 	n.limiters.Store(next)
+	replaced := 0
 	for _, e := range added {
 		n.met.Track(e.name, e.lim)
+		if oe := old.byName[e.name]; oe != nil {
+			// The state of one algorithm means nothing to another
+			// (flux.ErrAlgorithmChange), so the limiter was replaced.
+			replaced++
+			n.log.Warn("limiter replaced: its algorithm changed, so every key starts afresh with a full allowance",
+				"limiter", e.name, "from", describe(oe.cfg), "to", describe(e.cfg), "keys_dropped", oe.lim.Len())
+			continue
+		}
 		n.log.Info("limiter added", "limiter", e.name, "limit", describe(e.cfg))
 	}
 	for name, e := range old.byName {
@@ -343,14 +356,12 @@ func (n *Node) Reload(cfg Config) error {
 		}
 		if ne == nil {
 			n.met.Untrack(name)
-		} else {
-			n.met.Track(name, ne.lim) // replaced: another algorithm
+			n.log.Info("limiter removed", "limiter", name)
 		}
 		e.lim.Close()
-		n.log.Info("limiter removed", "limiter", name)
 	}
 	n.cfg.Limiters = limiters
-	n.log.Info("config reloaded", "limiters", len(next.byName), "added", len(added), "changed", changed)
+	n.log.Info("config reloaded", "limiters", len(next.byName), "added", len(added)-replaced, "changed", changed, "replaced", replaced)
 	return errors.Join(errs...)
 }
 
@@ -365,12 +376,16 @@ func (n *Node) logIgnored(cfg Config) {
 	}
 }
 
+// describe is a limiter's algorithm and parameters for logs.
 func describe(lc LimiterConfig) string {
-	switch lc.AlgorithmName() {
-	case "gcra":
-		return fmt.Sprintf("gcra rate=%g/s burst=%g", lc.Rate, lc.Burst)
+	name := lc.AlgorithmName()
+	switch {
+	case !flux.Algorithm(name).Windowed():
+		return fmt.Sprintf("%s rate=%g/s burst=%g", name, lc.Rate, lc.Burst)
+	case lc.Calendar != "":
+		return fmt.Sprintf("%s limit=%d calendar=%s timezone=%s", name, lc.Limit, lc.Calendar, cmp.Or(lc.Timezone, "UTC"))
 	}
-	return fmt.Sprintf("%s limit=%d window=%v", lc.AlgorithmName(), lc.Limit, lc.Window)
+	return fmt.Sprintf("%s limit=%d window=%v", name, lc.Limit, lc.Window)
 }
 
 // Shutdown stops the node gracefully: it stops taking requests (draining

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,7 +51,28 @@ type limiterInfo struct {
 	Limit     int      `json:"limit,omitempty"`
 	Window    string   `json:"window,omitempty"`
 	WindowNS  int64    `json:"window_ns,omitempty"`
+	Calendar  string   `json:"calendar,omitempty"`
+	Timezone  string   `json:"timezone,omitempty"`
 	Capacity  int64    `json:"capacity"`
+}
+
+// info describes a limiter's configuration for flux.v1.limiters: the
+// parameters its algorithm takes, and nothing else.
+func (e *limiterEntry) info() limiterInfo {
+	lc := e.cfg
+	li := limiterInfo{Name: e.name, Algorithm: lc.AlgorithmName(), Capacity: e.capacity}
+	if !flux.Algorithm(li.Algorithm).Windowed() {
+		rate, burst := lc.Rate, lc.Burst
+		li.Rate, li.Burst = &rate, &burst
+		return li
+	}
+	li.Limit = lc.Limit
+	if lc.Calendar != "" {
+		li.Calendar, li.Timezone = lc.Calendar, cmp.Or(lc.Timezone, "UTC")
+	} else {
+		li.Window, li.WindowNS = lc.Window.String(), int64(lc.Window)
+	}
+	return li
 }
 
 func (s *limiterSet) encodeInfo() {
@@ -59,15 +81,7 @@ func (s *limiterSet) encodeInfo() {
 	}
 	reply.Limiters = []limiterInfo{}
 	for _, name := range slices.Sorted(maps.Keys(s.byName)) {
-		e := s.byName[name]
-		li := limiterInfo{Name: name, Algorithm: e.cfg.AlgorithmName(), Capacity: e.capacity}
-		if e.cfg.Limit != 0 || e.cfg.Window != 0 {
-			li.Limit, li.Window, li.WindowNS = e.cfg.Limit, e.cfg.Window.String(), int64(e.cfg.Window)
-		} else {
-			rate, burst := e.cfg.Rate, e.cfg.Burst
-			li.Rate, li.Burst = &rate, &burst
-		}
-		reply.Limiters = append(reply.Limiters, li)
+		reply.Limiters = append(reply.Limiters, s.byName[name].info())
 	}
 	s.info, _ = json.Marshal(reply)
 }
