@@ -82,6 +82,7 @@ type StoreStats struct {
 	Saves      uint64 // flushes attempted (one Save call each)
 	SaveErrors uint64 // flushes that failed or timed out
 	Fallbacks  uint64 // requests decided by the failure policy
+	Foreign    uint64 // loaded states another algorithm wrote, ignored
 	Dirty      int    // keys waiting to be saved, as of the last message
 }
 
@@ -96,7 +97,7 @@ type persist[S any] struct {
 	flushing bool
 	downAt   int64 // shard-clock time of the last store failure; 0 when up
 
-	loads, loadErrs, saves, saveErrs, fallbacks atomic.Uint64
+	loads, loadErrs, saves, saveErrs, fallbacks, foreign atomic.Uint64
 	dirtyN                                      atomic.Int64
 
 	bg     sync.WaitGroup // loaders and flushers
@@ -168,7 +169,7 @@ func (s *Shard[S]) StoreStats() StoreStats {
 	return StoreStats{
 		Loads: p.loads.Load(), LoadErrors: p.loadErrs.Load(),
 		Saves: p.saves.Load(), SaveErrors: p.saveErrs.Load(),
-		Fallbacks: p.fallbacks.Load(), Dirty: int(p.dirtyN.Load()),
+		Fallbacks: p.fallbacks.Load(), Foreign: p.foreign.Load(), Dirty: int(p.dirtyN.Load()),
 	}
 }
 
@@ -247,7 +248,9 @@ func (s *Shard[S]) onLoaded(r *loaded) {
 			st, derr := s.alg.DecodeState(r.out[i].State)
 			switch {
 			case derr != nil:
-				err = derr
+				// The store answered, with a state of another algorithm
+				// (the limiter's algorithm changed): nothing of it applies.
+				p.foreign.Add(1)
 			case s.alg.IdleAt(st) > now && s.m[key] == nil:
 				if ierr := s.insert(key, st, now); ierr != nil {
 					err = ierr
