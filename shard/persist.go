@@ -98,7 +98,7 @@ type persist[S any] struct {
 	downAt   int64 // shard-clock time of the last store failure; 0 when up
 
 	loads, loadErrs, saves, saveErrs, fallbacks, foreign atomic.Uint64
-	dirtyN                                      atomic.Int64
+	dirtyN                                               atomic.Int64
 
 	bg     sync.WaitGroup // loaders and flushers
 	ctx    context.Context
