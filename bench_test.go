@@ -29,6 +29,8 @@ func BenchmarkCheck(b *testing.B) {
 	defer l.Close()
 	ctx := context.Background()
 	b.ReportAllocs()
+	c0 := algCPUNanos()
+	defer func() { b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N), "cpu-ns/op") }()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
@@ -54,6 +56,7 @@ func BenchmarkCheckBatch(b *testing.B) {
 	out := make([]flux.Decision, 64)
 	i := 0
 	b.ReportAllocs()
+	c0 := algCPUNanos()
 	for b.Loop() {
 		for j := range reqs {
 			reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
@@ -64,6 +67,7 @@ func BenchmarkCheckBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(reqs)), "ns/key")
+	b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N*len(reqs)), "cpu-ns/key")
 }
 
 // BenchmarkCheckBatchParallel: the same with parallel callers, as a node
@@ -92,4 +96,50 @@ func BenchmarkCheckBatchParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
+}
+
+// BenchmarkShards compares shard counts: one check per call (parallel
+// callers) and 64 per batch (one caller). CPU time per op is reported
+// beside wall time because the machine the figures come from is shared.
+func BenchmarkShards(b *testing.B) {
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("check/shards=%d", n), func(b *testing.B) {
+			l, err := flux.New(benchLimit, flux.WithShards(n))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			ctx := context.Background()
+			c0 := algCPUNanos()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					l.Check(ctx, benchKeys[i%len(benchKeys)])
+					i += 7
+				}
+			})
+			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N), "cpu-ns/op")
+		})
+		b.Run(fmt.Sprintf("batch/shards=%d", n), func(b *testing.B) {
+			l, err := flux.New(benchLimit, flux.WithShards(n))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			ctx := context.Background()
+			reqs := make([]flux.Request, 64)
+			out := make([]flux.Decision, 64)
+			i := 0
+			c0 := algCPUNanos()
+			for b.Loop() {
+				for j := range reqs {
+					reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
+					i += 7
+				}
+				l.CheckBatch(ctx, reqs, out)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
+			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N*64), "cpu-ns/key")
+		})
+	}
 }
