@@ -143,6 +143,7 @@ type options struct {
 	sweepBudget int
 	logger      *slog.Logger
 	persist     *shard.Persistence // persist.go
+	atomic      *AtomicStoreConfig // atomic.go
 	hooks       []Hooks            // hooks.go
 	middleware  []Middleware       // hooks.go
 	err         error
@@ -273,7 +274,9 @@ func New(limit Limit, opts ...Option) (*Limiter, error) {
 		return nil, err
 	}
 	l := &Limiter{maxKeyLen: o.maxKeyLen}
-	l.eng = start(o)
+	if l.eng, err = startEngine(limit, start, o); err != nil {
+		return nil, err
+	}
 	l.limit.Store(&limit)
 	l.capacity.Store(capacity)
 	l.ext = newExtension(l, &o)

@@ -68,6 +68,7 @@ func (l *Limiter) StoreStats() shard.StoreStats {
 		t.Saves += st.Saves
 		t.SaveErrors += st.SaveErrors
 		t.Fallbacks += st.Fallbacks
+		t.Foreign += st.Foreign
 		t.Dirty += st.Dirty
 	}
 	return t

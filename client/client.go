@@ -27,9 +27,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/tracing"
 )
 
 // Subjects of the flux service (group flux.v1).
@@ -113,6 +115,7 @@ func (e *Error) Unwrap() error {
 type Client struct {
 	nc      *nats.Conn
 	timeout time.Duration
+	tr      *tracing.Tracer // nil: tracing off
 }
 
 // Option configures a Client.
@@ -121,6 +124,20 @@ type Option func(*Client)
 // WithTimeout sets how long a request waits for its reply when its context
 // has no deadline (default DefaultTimeout).
 func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// WithTracerProvider makes the client start an OpenTelemetry client span
+// for each request (named after its subject, a child of the span in the
+// request's context) and carry the span's trace context to the node in the
+// NATS message headers (W3C traceparent), so that a node started with
+// node.WithTracerProvider records its server span as the child. A check's
+// span records the limiter, cost and decision (ratelimit.limiter,
+// ratelimit.decision, ratelimit.remaining...), a batch's its size and how
+// many items were allowed and denied; the raw key only with
+// tracing.WithKeys among opts. With a nil or no-op provider (the default)
+// no span is created and requests carry no headers.
+func WithTracerProvider(tp trace.TracerProvider, opts ...tracing.Option) Option {
+	return func(c *Client) { c.tr = tracing.New(tp, opts...) }
+}
 
 // New returns a client over nc. Closing nc is the caller's business.
 func New(nc *nats.Conn, opts ...Option) *Client {
@@ -136,9 +153,23 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 // Check asks the node whether a request of cost for key is admitted by the
 // named limiter, and records it if so. Cost 0 peeks.
 func (c *Client) Check(ctx context.Context, limiter, key string, cost int) (flux.Decision, error) {
+	if c.tr != nil {
+		msg := nats.NewMsg(SubjectCheck)
+		ctx, sp := c.tr.StartClient(ctx, SubjectCheck, msg.Header)
+		sp.Check(limiter, key, cost)
+		d, err := c.check(ctx, limiter, key, cost, msg.Header)
+		sp.Result(d, err)
+		endSpan(sp, err)
+		return d, err
+	}
+	return c.check(ctx, limiter, key, cost, nil)
+}
+
+// check is Check, sending the headers h (nil: none).
+func (c *Client) check(ctx context.Context, limiter, key string, cost int, h nats.Header) (flux.Decision, error) {
 	bp := bufPool.Get().(*[]byte)
 	*bp = wire.AppendCheck((*bp)[:0], limiter, key, cost)
-	msg, err := c.request(ctx, SubjectCheck, *bp)
+	msg, err := c.request(ctx, SubjectCheck, *bp, h)
 	bufPool.Put(bp)
 	if err != nil {
 		return flux.Decision{}, err
@@ -180,6 +211,53 @@ func (c *Client) CheckBatchInto(ctx context.Context, reqs []Request, out []Resul
 	if len(out) < len(reqs) {
 		return fmt.Errorf("flux client: out has room for %d results, reqs has %d", len(out), len(reqs))
 	}
+	if c.tr != nil {
+		msg := nats.NewMsg(SubjectCheckBatch)
+		ctx, sp := c.tr.StartClient(ctx, SubjectCheckBatch, msg.Header)
+		err := c.checkBatch(ctx, reqs, out, msg.Header)
+		if sp.Recording() && err == nil {
+			spanBatch(sp, reqs, out)
+		}
+		sp.Error(err)
+		endSpan(sp, err)
+		return err
+	}
+	return c.checkBatch(ctx, reqs, out, nil)
+}
+
+// spanBatch records a batch's size and decisions, and its limiter when
+// every item names the same one.
+func spanBatch(sp tracing.Span, reqs []Request, out []Result) {
+	allowed, denied := 0, 0
+	same := true
+	for i, r := range out[:len(reqs)] {
+		same = same && reqs[i].Limiter == reqs[0].Limiter
+		switch {
+		case r.Err != nil:
+		case r.Decision.Allowed:
+			allowed++
+		default:
+			denied++
+		}
+	}
+	if same && len(reqs) > 0 {
+		sp.Limiter(reqs[0].Limiter)
+	}
+	sp.Batch(len(reqs), allowed, denied)
+}
+
+// endSpan ends a request's span, recording the node's error code if it
+// answered with an error.
+func endSpan(sp tracing.Span, err error) {
+	var e *Error
+	if errors.As(err, &e) {
+		sp.ErrorCode(strconv.Itoa(e.Code), e.Description)
+	}
+	sp.End()
+}
+
+// checkBatch is CheckBatchInto, sending the headers h (nil: none).
+func (c *Client) checkBatch(ctx context.Context, reqs []Request, out []Result, h nats.Header) error {
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"requests":[`...)
 	for i, r := range reqs {
@@ -190,7 +268,7 @@ func (c *Client) CheckBatchInto(ctx context.Context, reqs []Request, out []Resul
 	}
 	b = append(b, "]}"...)
 	*bp = b
-	msg, err := c.request(ctx, SubjectCheckBatch, b)
+	msg, err := c.request(ctx, SubjectCheckBatch, b, h)
 	bufPool.Put(bp)
 	if err != nil {
 		return err
@@ -216,21 +294,66 @@ func (c *Client) CheckBatchInto(ctx context.Context, reqs []Request, out []Resul
 	return nil
 }
 
-// LimiterInfo describes one limiter configured on the node.
+// LimiterInfo describes one limiter configured on the node: its
+// algorithm and the parameters that algorithm takes (docs/PROTOCOL.md).
 type LimiterInfo struct {
-	Name      string   `json:"name"`
-	Algorithm string   `json:"algorithm"`
-	Rate      *float64 `json:"rate,omitempty"`
-	Burst     *float64 `json:"burst,omitempty"`
-	Limit     int      `json:"limit,omitempty"`
-	Window    string   `json:"window,omitempty"`
-	WindowNS  int64    `json:"window_ns,omitempty"`
-	Capacity  int64    `json:"capacity"`
+	Name      string `json:"name"`
+	Algorithm string `json:"algorithm"`
+	// Rate and Burst are set for gcra, token-bucket and leaky-bucket.
+	Rate  *float64 `json:"rate,omitempty"`
+	Burst *float64 `json:"burst,omitempty"`
+	// Limit is set for the window algorithms, with Window and WindowNS,
+	// or, for calendar-aligned fixed windows, Calendar and Timezone.
+	Limit    int    `json:"limit,omitempty"`
+	Window   string `json:"window,omitempty"`
+	WindowNS int64  `json:"window_ns,omitempty"`
+	Calendar string `json:"calendar,omitempty"`
+	Timezone string `json:"timezone,omitempty"`
+	// Capacity is the limit a decision reports for a fresh key.
+	Capacity int64 `json:"capacity"`
+}
+
+// FluxLimit returns the limiter's limit as a flux.Limit, such as
+// httplimit.Remote takes to fill RateLimit-Policy, validated. It fails for
+// an algorithm or a time zone this program does not know.
+func (li LimiterInfo) FluxLimit() (flux.Limit, error) {
+	l := flux.Limit{Algorithm: flux.Algorithm(li.Algorithm), Limit: li.Limit,
+		Window: time.Duration(li.WindowNS), Calendar: flux.Calendar(li.Calendar)}
+	if li.Rate != nil {
+		l.Rate = *li.Rate
+	}
+	if li.Burst != nil {
+		l.Burst = *li.Burst
+	}
+	if li.Timezone != "" && li.Timezone != "UTC" {
+		loc, err := time.LoadLocation(li.Timezone)
+		if err != nil {
+			return flux.Limit{}, fmt.Errorf("limiter %q: %w: %w", li.Name, flux.ErrInvalidWindow, err)
+		}
+		l.Location = loc
+	}
+	if err := l.Validate(); err != nil {
+		return flux.Limit{}, fmt.Errorf("limiter %q: %w", li.Name, err)
+	}
+	return l, nil
 }
 
 // Limiters lists the limiters of the node that answers.
 func (c *Client) Limiters(ctx context.Context) ([]LimiterInfo, error) {
-	msg, err := c.request(ctx, SubjectLimiters, nil)
+	if c.tr != nil {
+		msg := nats.NewMsg(SubjectLimiters)
+		ctx, sp := c.tr.StartClient(ctx, SubjectLimiters, msg.Header)
+		infos, err := c.limiters(ctx, msg.Header)
+		sp.Error(err)
+		endSpan(sp, err)
+		return infos, err
+	}
+	return c.limiters(ctx, nil)
+}
+
+// limiters is Limiters, sending the headers h (nil: none).
+func (c *Client) limiters(ctx context.Context, h nats.Header) ([]LimiterInfo, error) {
+	msg, err := c.request(ctx, SubjectLimiters, nil, h)
 	if err != nil {
 		return nil, err
 	}
@@ -243,15 +366,21 @@ func (c *Client) Limiters(ctx context.Context) ([]LimiterInfo, error) {
 	return reply.Limiters, nil
 }
 
-// request sends data to subject and returns the reply, turning a service
-// error into an *Error.
-func (c *Client) request(ctx context.Context, subject string, data []byte) (*nats.Msg, error) {
+// request sends data to subject, with the headers h if not nil, and
+// returns the reply, turning a service error into an *Error.
+func (c *Client) request(ctx context.Context, subject string, data []byte, h nats.Header) (*nats.Msg, error) {
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	var msg *nats.Msg
+	var err error
+	if h == nil {
+		msg, err = c.nc.RequestWithContext(ctx, subject, data)
+	} else {
+		msg, err = c.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: data, Header: h})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("flux client: %s: %w", subject, err)
 	}

@@ -289,13 +289,14 @@ func (c *Coordinator) get(name string) (*entry, error) {
 	return e, nil
 }
 
-// fingerprint hashes the name, mode and limit of every registered limiter.
+// fingerprint hashes the name, mode and limit (in its canonical form, see
+// canonicalLimit) of every registered limiter.
 func (c *Coordinator) fingerprint() uint64 {
 	m := *c.entries.Load()
 	h := fnv.New64a()
 	for _, name := range slices.Sorted(maps.Keys(m)) {
 		e := m[name]
-		fmt.Fprintf(h, "%q %s %+v\n", name, e.cfg.Mode, e.lim.Limit())
+		fmt.Fprintf(h, "%q %s %s\n", name, e.cfg.Mode, canonicalLimit(e.lim.Limit()))
 	}
 	return h.Sum64()
 }

@@ -518,8 +518,13 @@ func (m *Metrics) ConfigMismatch() {
 // scrape time from l.ShardStats(): flux_shard_mailbox_depth{limiter,shard},
 // flux_keys{limiter}, and the counters flux_evictions_total,
 // flux_swept_keys_total, flux_refused_keys_total, flux_panics_total and
-// flux_clock_errors_total{limiter}. Tracking a name again replaces its
-// limiter (as flux-node does on reload); a nil l untracks it.
+// flux_clock_errors_total{limiter}; and from l.StoreStats() the store
+// counters flux_store_loads_total, flux_store_load_errors_total,
+// flux_store_saves_total, flux_store_save_errors_total,
+// flux_store_fallbacks_total, flux_store_foreign_states_total and the
+// gauge flux_store_dirty_keys{limiter}
+// (store.go). Tracking a name again replaces its limiter (as flux-node
+// does on reload); a nil l untracks it.
 func (m *Metrics) Track(limiter string, l *flux.Limiter) {
 	if m == nil {
 		return
@@ -573,6 +578,9 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMailbox, descKeys, descEvictions, descSwept, descRefused, descPanics, descClockErrs} {
 		ch <- d
 	}
+	for _, d := range storeDescs {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -605,5 +613,6 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(refused), e.name)
 		ch <- prometheus.MustNewConstMetric(descPanics, prometheus.CounterValue, float64(panics), e.name)
 		ch <- prometheus.MustNewConstMetric(descClockErrs, prometheus.CounterValue, float64(clockErrs), e.name)
+		collectStore(ch, e.name, e.l) // store.go
 	}
 }

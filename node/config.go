@@ -74,8 +74,11 @@ type Config struct {
 	// DataDir is where the embedded server keeps JetStream data
 	// (--data-dir); see DefaultDataDir.
 	DataDir string `yaml:"data_dir"`
-	// NodeID names the node in logs and in the service's metadata
-	// (--node-id); by default the host name.
+	// NodeID names the node in logs, in the service's metadata and in its
+	// cluster (--node-id). Empty (the default): <host>-<7 random
+	// characters>, generated on the first start and kept in DataDir, so
+	// that two nodes on one machine differ and a node restarts under the
+	// same id (with NATSURL, a new one at each start).
 	NodeID string `yaml:"node_id"`
 	// LogLevel is debug, info, warn or error (--log-level). The node does
 	// not read it: cmd/flux-node sets up its logger from it.
@@ -122,6 +125,14 @@ type Config struct {
 	// DrainTimeout bounds the graceful drain on shutdown.
 	DrainTimeout Duration `yaml:"drain_timeout"`
 
+	// ClusterConfig: cluster_name, cluster_listen, routes, heartbeat
+	// (node/cluster.go, docs/CLUSTER.md).
+	ClusterConfig `yaml:",inline"`
+
+	// StoreConfig: store, store_write, flush_interval, store_timeout,
+	// store_prefix (node/store.go, docs/STORES.md).
+	StoreConfig `yaml:",inline"`
+
 	// Limiters are the named limiters. A node configured with none runs
 	// one named "default" (DefaultLimiter).
 	Limiters map[string]LimiterConfig `yaml:"limiters"`
@@ -153,6 +164,13 @@ type LimiterConfig struct {
 	// "Europe/Paris"; empty means UTC. "Local" is refused: nodes sharing a
 	// config must agree on where days begin.
 	Timezone string `yaml:"timezone"`
+
+	// LimiterClusterConfig: mode, sync_interval, owner_deadline,
+	// on_owner_failure, hybrid_threshold (node/cluster.go).
+	LimiterClusterConfig `yaml:",inline"`
+
+	// LimiterStoreConfig: store_mode, store_failure (node/store.go).
+	LimiterStoreConfig `yaml:",inline"`
 }
 
 // AlgorithmName returns the algorithm's name, "gcra" when empty.
@@ -177,9 +195,11 @@ func (lc LimiterConfig) FluxLimit() (flux.Limit, error) {
 		Window:    time.Duration(lc.Window),
 		Calendar:  flux.Calendar(lc.Calendar),
 	}
-	switch lc.Timezone {
-	case "":
-	case "Local":
+	switch {
+	case lc.Timezone == "":
+	case lc.Calendar == "":
+		return flux.Limit{}, fmt.Errorf("%w: timezone is only for fixed-window's calendar windows (calendar: day...)", flux.ErrInvalidWindow)
+	case lc.Timezone == "Local":
 		return flux.Limit{}, fmt.Errorf("%w: timezone %q depends on the machine: name the zone, such as Europe/Paris", flux.ErrInvalidWindow, lc.Timezone)
 	default:
 		loc, err := time.LoadLocation(lc.Timezone)
@@ -232,15 +252,10 @@ func DefaultDataDir() string {
 // DefaultConfig returns the configuration of `flux-node` run without
 // arguments.
 func DefaultConfig() Config {
-	id, _ := os.Hostname()
-	if id == "" {
-		id = "flux-node"
-	}
 	return Config{
 		NATSListen:   DefaultNATSListen,
 		HTTPListen:   DefaultHTTPListen,
 		DataDir:      DefaultDataDir(),
-		NodeID:       id,
 		LogLevel:     "info",
 		MaxKeyLen:    flux.DefaultMaxKeyLen,
 		MaxBatch:     DefaultMaxBatch,
@@ -304,8 +319,8 @@ func (c Config) Validate() error {
 			bad("http_listen (--http-listen) %q: %v", c.HTTPListen, err)
 		}
 	}
-	if c.NodeID == "" || strings.ContainsFunc(c.NodeID, unicode.IsSpace) {
-		bad("node_id (--node-id) %q: want a non-empty name without spaces", c.NodeID)
+	if strings.ContainsFunc(c.NodeID, unicode.IsSpace) {
+		bad("node_id (--node-id) %q: want a name without spaces (or none: generated)", c.NodeID)
 	}
 	if c.Token != "" && c.User != "" {
 		bad("token and user are exclusive: use one way to authenticate")
@@ -357,9 +372,12 @@ func (c Config) Validate() error {
 			bad("limiter name %q: want 1 to 64 of A-Z a-z 0-9 _ . - starting with a letter or digit", name)
 		}
 		if _, err := lc.FluxLimit(); err != nil {
-			bad("limiter %q: %v", name, err)
+			// Wrapped, so errors.Is finds the library's sentinel too.
+			problems = append(problems, fmt.Errorf("%w: limiter %q: %w", ErrInvalidConfig, name, err))
 		}
 	}
+	problems = append(problems, c.validateCluster()...)
+	problems = append(problems, c.validateStore()...)
 	return errors.Join(problems...)
 }
 

@@ -85,7 +85,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"limiters:\n  api: {rate: 0}\n", "invalid rate"},
 		{"limiters:\n  api: {rate: 1, burst: -1}\n", "invalid burst"},
 		{"limiters:\n  api: {algorithm: magic, rate: 1}\n", "invalid algorithm"},
-		{"limiters:\n  api: {rate: 1, limit: 5, window: 1m}\n", "gcra takes rate and burst"},
+		{"limiters:\n  api: {rate: 1, limit: 5, window: 1m}\n", "gcra takes Rate and Burst"},
 		{"limiters:\n  'bad name': {rate: 1}\n", "limiter name"},
 		{"limiters: {}\n", "no limiters"},
 		{"drain_timeout: soon\n", "invalid duration"},

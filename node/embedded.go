@@ -57,6 +57,9 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 		StoreDir:   cfg.DataDir,
 		MaxPayload: serverMaxPayload(cfg),
 	}
+	if err := n.clusterServerOptions(cfg, opts); err != nil {
+		return "", err
+	}
 	switch {
 	case cfg.Token != "":
 		opts.Authorization = cfg.Token
@@ -102,6 +105,9 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	}
 	u := (&url.URL{Scheme: scheme, Host: net.JoinHostPort(h, strconv.Itoa(addr.Port))}).String()
 	n.log.Info("NATS listening", "client_url", u, "data_dir", cfg.DataDir, "jetstream", true)
+	if a := s.ClusterAddr(); a != nil {
+		n.log.Info("NATS routes listening", "cluster", opts.Cluster.Name, "cluster_addr", a.String(), "routes", []string(cfg.Routes))
+	}
 	if ip := net.ParseIP(host); (host == "" || (ip != nil && !ip.IsLoopback())) && cfg.Token == "" && cfg.User == "" {
 		n.log.Warn("NATS listens beyond loopback without authentication: anyone who reaches it can use it; set --token or --user/--password")
 	}

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/tracing"
 )
 
 // handler serves one subscription. A subscription delivers its messages one
@@ -34,6 +36,12 @@ type handler struct {
 	errs    []error
 	idx     []int
 	entries []*limiterEntry
+
+	// sp is the server span of the request being answered (the zero Span
+	// when tracing is off), set by serveCheck, serveBatch and runBatches
+	// around check and batch; spans are checkMany's, one per message.
+	sp    tracing.Span
+	spans []tracing.Span
 }
 
 // result is one batch item's answer: a decision, or an error if e.Code != 0.
@@ -53,25 +61,65 @@ func newHandler(n *Node) *handler { return &handler{n: n, buf: make([]byte, 0, 2
 var limiterCtx = context.Background()
 
 func (h *handler) serveCheck(req micro.Request) {
+	if h.n.handOff(req, SubjectCheck) { // cluster.go
+		return
+	}
 	start := time.Now()
+	if tr := h.n.tr; tr != nil {
+		_, h.sp = tr.StartServer(context.Background(), SubjectCheck, req.Headers())
+	}
 	reply, e := h.check(req.Data())
 	if e.Code != 0 {
 		h.buf = h.n.respondError(req, e, h.buf)
 	} else if err := req.Respond(reply); err != nil {
 		h.n.log.Debug("respond", "error", err)
 	}
+	h.endSpan(e)
 	h.n.met.ObserveRequest("check", time.Since(start))
 }
 
 func (h *handler) serveBatch(req micro.Request) {
+	if h.n.handOff(req, SubjectCheckBatch) { // cluster.go
+		return
+	}
 	start := time.Now()
+	if tr := h.n.tr; tr != nil {
+		_, h.sp = tr.StartServer(context.Background(), SubjectCheckBatch, req.Headers())
+	}
 	reply, e := h.batch(req.Data())
 	if e.Code != 0 {
 		h.buf = h.n.respondError(req, e, h.buf)
 	} else if err := req.Respond(reply); err != nil {
 		h.n.log.Debug("respond", "error", err)
 	}
+	h.endSpan(e)
 	h.n.met.ObserveRequest("check_batch", time.Since(start))
+}
+
+// endSpan ends the request's span, marked failed if the request was
+// answered with an error.
+func (h *handler) endSpan(e wire.ErrorBody) {
+	if h.sp.Span() == nil {
+		return
+	}
+	spanError(h.sp, e)
+	h.sp.End()
+	h.sp = tracing.Span{}
+}
+
+// spanCheck records a check's limiter and cost (and its key with
+// tracing.WithKeys, copied: keys alias the request's payload).
+func spanCheck(sp tracing.Span, e *limiterEntry, it *wire.Item) {
+	if sp.Recording() {
+		sp.Check(e.name, strings.Clone(it.Key), int(it.Cost))
+	}
+}
+
+// spanError records an error reply on sp.
+func spanError(sp tracing.Span, e wire.ErrorBody) {
+	if e.Code != 0 && sp.Recording() {
+		sp.ErrorCode(strconv.Itoa(e.Code), e.Description)
+	}
 }
 
 // check decides a flux.v1.check request: the reply body, or an error.
@@ -90,15 +138,21 @@ func (h *handler) check(data []byte) ([]byte, wire.ErrorBody) {
 	e, eb := h.resolve(n.limiters.Load(), it)
 	if eb.Code != 0 {
 		if e != nil {
+			h.sp.Limiter(e.name)
 			n.met.Error(e.name, strconv.Itoa(eb.Code))
 		} else {
 			n.met.Error("", strconv.Itoa(eb.Code))
 		}
 		return nil, eb
 	}
+	spanCheck(h.sp, e, it)
+	if co := n.clusterFor(e); co != nil {
+		return h.checkCluster(co, e, it) // cluster.go
+	}
 	t0 := time.Now()
 	d, err := e.lim.CheckN(limiterCtx, it.Key, int(it.Cost))
 	n.met.ObserveCheck(e.name, time.Since(t0))
+	h.sp.Result(d, err)
 	if err != nil {
 		eb := errorFor(err)
 		n.met.Error(e.name, strconv.Itoa(eb.Code))
@@ -180,6 +234,9 @@ func (h *handler) batch(data []byte) ([]byte, wire.ErrorBody) {
 	for _, e := range entries {
 		h.decide(e, items, res)
 	}
+	if h.sp.Recording() {
+		h.spanBatch(entries, res)
+	}
 	clear(entries)
 
 	b := append(h.buf[:0], `{"results":[`...)
@@ -199,6 +256,25 @@ func (h *handler) batch(data []byte) ([]byte, wire.ErrorBody) {
 	return b, wire.ErrorBody{}
 }
 
+// spanBatch records a batch's size and decisions on its span, and its
+// limiter when all its items name the same one.
+func (h *handler) spanBatch(entries []*limiterEntry, res []result) {
+	allowed, denied := 0, 0
+	for i := range res {
+		if res[i].e.Code == 0 {
+			if res[i].d.Allowed {
+				allowed++
+			} else {
+				denied++
+			}
+		}
+	}
+	if len(entries) == 1 {
+		h.sp.Limiter(entries[0].name)
+	}
+	h.sp.Batch(len(res), allowed, denied)
+}
+
 // growItems returns the handler's item scratch resized to n. Its entries
 // are zero: every user clears what it used.
 func (h *handler) growItems(n int) []wire.Item {
@@ -212,8 +288,10 @@ func (h *handler) growResults(n int) []result {
 	return h.res
 }
 
-// decide runs the valid items of limiter e with one CheckBatchEach call.
-func (h *handler) decide(e *limiterEntry, items []wire.Item, res []result) {
+// decideLocal runs the valid items of limiter e with one CheckBatchEach
+// call (decide, in cluster.go, sends a non-local limiter's items through
+// the cluster instead).
+func (h *handler) decideLocal(e *limiterEntry, items []wire.Item, res []result) {
 	reqs, idx := h.reqs[:0], h.idx[:0]
 	for i := range items {
 		if res[i].entry == e && res[i].e.Code == 0 {

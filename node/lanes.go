@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/tracing"
 )
 
 // Lanes are the node's fast path. Besides its micro endpoint, each of
@@ -58,6 +60,7 @@ func (n *Node) startLanes(cfg Config) error {
 		{SubjectCheckBatch, (*handler).runBatches},
 	} {
 		ch := make(chan *nats.Msg, laneBuffer)
+		n.cl.lane(lane.subject).Store(&ch) // cluster.go: handOff
 		// Queue members are picked at random: with laneSubsPer subscriptions
 		// per worker, the micro endpoint gets a small share of requests.
 		for range h * laneSubsPer {
@@ -151,8 +154,12 @@ func (h *handler) runBatches(ch chan *nats.Msg, stop chan struct{}) {
 			return
 		}
 		start := time.Now()
+		if tr := h.n.tr; tr != nil {
+			_, h.sp = tr.StartServer(context.Background(), SubjectCheckBatch, m.Header)
+		}
 		reply, e := h.batch(m.Data)
 		h.publish(m, reply, e)
+		h.endSpan(e)
 		h.n.lanes.requests.Add(1)
 		h.n.met.ObserveRequest("check_batch", time.Since(start))
 	}
@@ -163,6 +170,15 @@ func (h *handler) runBatches(ch chan *nats.Msg, stop chan struct{}) {
 func (h *handler) checkMany(msgs []*nats.Msg) {
 	n := h.n
 	start := time.Now()
+	var spans []tracing.Span
+	if tr := n.tr; tr != nil {
+		// One server span per request, each a child of its own sender's.
+		spans = slices.Grow(h.spans[:0], len(msgs))[:len(msgs)]
+		h.spans = spans
+		for i, m := range msgs {
+			_, spans[i] = tr.StartServer(context.Background(), SubjectCheck, m.Header)
+		}
+	}
 	set := n.limiters.Load()
 	items := h.growItems(len(msgs))
 	res := h.growResults(len(msgs))
@@ -201,8 +217,12 @@ func (h *handler) checkMany(msgs []*nats.Msg) {
 			h.buf = wire.AppendDecision(h.buf[:0], res[i].d)
 			h.publish(m, h.buf, wire.ErrorBody{})
 		}
+		if spans != nil {
+			endCheckSpan(spans[i], &res[i], &items[i])
+		}
 		res[i].entry = nil
 	}
+	clear(spans)
 	clear(items)
 	d := time.Since(start)
 	for range msgs {
@@ -210,6 +230,21 @@ func (h *handler) checkMany(msgs []*nats.Msg) {
 	}
 	n.lanes.requests.Add(uint64(len(msgs)))
 	n.lanes.groups.Add(1)
+}
+
+// endCheckSpan records a lane's check on its span and ends it.
+func endCheckSpan(sp tracing.Span, r *result, it *wire.Item) {
+	switch {
+	case r.e.Code == 0:
+		spanCheck(sp, r.entry, it)
+		sp.Result(r.d, nil)
+	case r.entry != nil:
+		sp.Limiter(r.entry.name)
+		fallthrough
+	default:
+		spanError(sp, r.e)
+	}
+	sp.End()
 }
 
 func containsEntry(es []*limiterEntry, e *limiterEntry) bool {

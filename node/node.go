@@ -8,7 +8,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/metrics"
+	"github.com/fluxlimiter/flux/tracing"
 )
 
 // Version is the version of the flux micro service (semver).
@@ -75,6 +75,7 @@ type Node struct {
 	log *slog.Logger
 	reg *prometheus.Registry
 	met *metrics.Metrics
+	tr  *tracing.Tracer // nil: tracing off (WithTracerProvider)
 
 	// Immutable after New: the settings handlers read without locks.
 	maxKeyLen  int
@@ -105,12 +106,16 @@ type Node struct {
 	lanesWG   sync.WaitGroup // lane workers
 	lanes     laneStats
 	microOnly bool // tests: no lanes, every request through micro
+
+	cl nodeCluster // the cluster (cluster.go)
+	st *nodeStore  // the store (store.go); nil: memory
 }
 
 // New validates cfg and creates the node's limiters and metrics. Nothing
-// listens until Start. logger may be nil (no logs). Call Shutdown to
-// release the limiters even if Start is never called.
-func New(cfg Config, logger *slog.Logger) (*Node, error) {
+// listens until Start. logger may be nil (no logs); opts add what a config
+// cannot hold (WithTracerProvider). Call Shutdown to release the limiters
+// even if Start is never called.
+func New(cfg Config, logger *slog.Logger, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -118,6 +123,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Limiters = maps.Clone(cfg.Limiters)
+	cfg.NodeID = resolveNodeID(cfg, logger)
 	n := &Node{
 		log:        logger,
 		reg:        prometheus.NewRegistry(),
@@ -127,6 +133,9 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		maxPayload: cfg.MaxPayload,
 		shutDone:   make(chan struct{}),
 		ncClosed:   make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(n)
 	}
 	if err := n.reg.Register(collectors.NewGoCollector()); err != nil {
 		return nil, err
@@ -139,6 +148,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.met = met
+	n.st = newNodeStore(cfg)
 	set := &limiterSet{byName: make(map[string]*limiterEntry, len(cfg.Limiters))}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Limiters)) {
 		e, err := n.newEntry(name, cfg.Limiters[name])
@@ -218,6 +228,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.connect(ctx, cfg, url); err != nil {
 		return err
 	}
+	if err := n.connectStore(ctx, cfg); err != nil {
+		return err
+	}
+	if err := n.startCluster(ctx, cfg, n.limiters.Load()); err != nil {
+		return err
+	}
 	if err := n.startService(cfg); err != nil {
 		return err
 	}
@@ -247,7 +263,8 @@ func (n *Node) HTTPAddr() string {
 }
 
 // Ready returns nil when the node answers requests: NATS connected, the
-// service registered and no shutdown begun. Otherwise it says why not.
+// service registered, the store (if any) answering and no shutdown begun.
+// Otherwise it says why not.
 func (n *Node) Ready() error {
 	if n.draining.Load() {
 		return errors.New("shutting down")
@@ -263,7 +280,7 @@ func (n *Node) Ready() error {
 	case svc.Stopped():
 		return errors.New("service stopped")
 	}
-	return nil
+	return n.storeReady()
 }
 
 // Reload applies a new configuration, as SIGHUP does: limiters whose
@@ -289,6 +306,9 @@ func (n *Node) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("flux-node: reload refused, keeping the running config: %w", err)
 	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = n.cfg.NodeID // generated at New
+	}
 	n.logIgnored(cfg)
 	old := n.limiters.Load()
 	next := &limiterSet{byName: make(map[string]*limiterEntry, len(cfg.Limiters))}
@@ -301,7 +321,7 @@ func (n *Node) Reload(cfg Config) error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Limiters)) {
 		lc := cfg.Limiters[name]
-		if e := old.byName[name]; e != nil && e.cfg.AlgorithmName() == lc.AlgorithmName() {
+		if e := old.byName[name]; e != nil && e.cfg.AlgorithmName() == lc.AlgorithmName() && sameStoreSettings(e.cfg, lc) {
 			next.byName[name] = e // re-based below if changed
 			continue
 		}
@@ -334,17 +354,24 @@ func (n *Node) Reload(cfg Config) error {
 		changed++
 		n.log.Info("limiter changed", "limiter", name, "from", describe(e.cfg), "to", describe(lc))
 	}
+	if err := n.reloadCluster(ctx, cfg, next); err != nil {
+		errs = append(errs, err)
+	}
 	next.encodeInfo()
 	n.limiters.Store(next)
 	replaced := 0
 	for _, e := range added {
 		n.met.Track(e.name, e.lim)
 		if oe := old.byName[e.name]; oe != nil {
-			// The state of one algorithm means nothing to another
-			// (flux.ErrAlgorithmChange), so the limiter was replaced.
 			replaced++
-			n.log.Warn("limiter replaced: its algorithm changed, so every key starts afresh with a full allowance",
-				"limiter", e.name, "from", describe(oe.cfg), "to", describe(e.cfg), "keys_dropped", oe.lim.Len())
+			if oe.cfg.AlgorithmName() != e.cfg.AlgorithmName() {
+				// The state of one algorithm means nothing to another
+				// (flux.ErrAlgorithmChange), so the limiter was replaced.
+				n.log.Warn("limiter replaced: its algorithm changed, so every key starts afresh with a full allowance",
+					"limiter", e.name, "from", describe(oe.cfg), "to", describe(e.cfg), "keys_dropped", oe.lim.Len())
+			} else {
+				n.log.Info("limiter replaced: its store settings changed", "limiter", e.name, "limit", describe(e.cfg))
+			}
 			continue
 		}
 		n.log.Info("limiter added", "limiter", e.name, "limit", describe(e.cfg))
@@ -383,7 +410,7 @@ func describe(lc LimiterConfig) string {
 	case !flux.Algorithm(name).Windowed():
 		return fmt.Sprintf("%s rate=%g/s burst=%g", name, lc.Rate, lc.Burst)
 	case lc.Calendar != "":
-		return fmt.Sprintf("%s limit=%d calendar=%s timezone=%s", name, lc.Limit, lc.Calendar, cmp.Or(lc.Timezone, "UTC"))
+		return fmt.Sprintf("%s limit=%d calendar=%s timezone=%s", name, lc.Limit, lc.Calendar, zoneName(lc.Timezone))
 	}
 	return fmt.Sprintf("%s limit=%d window=%v", name, lc.Limit, lc.Window)
 }
@@ -430,6 +457,7 @@ func (n *Node) stopTransport(ctx context.Context) error {
 		}
 	}
 	n.stopLanes(dctx)
+	n.stopCluster()
 	if n.nc != nil && !n.nc.IsClosed() {
 		if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			n.nc.Close()
@@ -450,6 +478,11 @@ func (n *Node) stopTransport(ctx context.Context) error {
 		hcancel()
 		n.wg.Wait()
 		n.httpSrv = nil
+	}
+	if n.draining.Load() {
+		// Shutdown: the limiters save what is dirty before the store (which
+		// may live on the embedded server) closes (store.go).
+		n.closeLimiters()
 	}
 	if n.srv != nil {
 		n.srv.Shutdown()

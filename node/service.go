@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,6 +55,14 @@ type limiterInfo struct {
 	Capacity  int64    `json:"capacity"`
 }
 
+// zoneName is the name of a Timezone setting: "" is UTC.
+func zoneName(tz string) string {
+	if tz == "" {
+		return "UTC"
+	}
+	return tz
+}
+
 // info describes a limiter's configuration for flux.v1.limiters: the
 // parameters its algorithm takes, and nothing else.
 func (e *limiterEntry) info() limiterInfo {
@@ -68,7 +75,7 @@ func (e *limiterEntry) info() limiterInfo {
 	}
 	li.Limit = lc.Limit
 	if lc.Calendar != "" {
-		li.Calendar, li.Timezone = lc.Calendar, cmp.Or(lc.Timezone, "UTC")
+		li.Calendar, li.Timezone = lc.Calendar, zoneName(lc.Timezone)
 	} else {
 		li.Window, li.WindowNS = lc.Window.String(), int64(lc.Window)
 	}
@@ -103,6 +110,7 @@ func (n *Node) newEntry(name string, lc LimiterConfig) (*limiterEntry, error) {
 	if n.cfg.MaxKeys > 0 {
 		opts = append(opts, flux.WithMaxKeys(n.cfg.MaxKeys))
 	}
+	opts = append(opts, n.storeOptions(name, lc)...)
 	lim, err := flux.New(limit, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("limiter %q: %w", name, err)
@@ -249,6 +257,6 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.gatherer(), promhttp.HandlerOpts{Registry: n.reg}))
 	return mux
 }

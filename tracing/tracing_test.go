@@ -187,7 +187,12 @@ func TestParentCarriedOverNATS(t *testing.T) {
 			call(`{"limiter":"api","key":"alice","cost":1}`) // denied
 			call(`not json`)
 
-			cs, ss := clientRec.Ended(), serverRec.Ended()
+			// The handler ends its span after responding: wait for it.
+			ss := serverRec.Ended()
+			for deadline := time.Now().Add(5 * time.Second); len(ss) < 4 && time.Now().Before(deadline); ss = serverRec.Ended() {
+				time.Sleep(time.Millisecond)
+			}
+			cs := clientRec.Ended()
 			if len(cs) != 4 || len(ss) != 4 {
 				t.Fatalf("%d client spans, %d server spans; want 4 and 4", len(cs), len(ss))
 			}

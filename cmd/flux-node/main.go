@@ -17,6 +17,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	// Time zones of calendar fixed windows (timezone: Europe/Paris) load
+	// even on machines and containers without a zoneinfo database.
+	_ "time/tzdata"
 )
 
 func main() {

@@ -54,8 +54,14 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		func(c *node.Config, v string) { c.HTTPListen = v })
 	str("data-dir", "`DIR` where the embedded server keeps JetStream data (default "+d.DataDir+")",
 		func(c *node.Config, v string) { c.DataDir = v })
-	str("node-id", "`ID` of this node in logs and service metadata (default: the host name)",
+	str("node-id", "`ID` of this node in logs, service metadata and its cluster (default: HOST-RANDOM, generated once and kept in --data-dir)",
 		func(c *node.Config, v string) { c.NodeID = v })
+	str("cluster-name", "`NAME` of the cluster: nodes coordinate with nodes of the same name (default "+node.DefaultClusterName+")",
+		func(c *node.Config, v string) { c.ClusterName = v })
+	str("cluster-listen", "`HOST:PORT` where the embedded NATS server takes routes from the other nodes (port -1 picks a free one)",
+		func(c *node.Config, v string) { c.ClusterListen = v })
+	str("routes", "route `URL`s of the cluster's servers, comma-separated: nats-route://HOST:PORT,... (the same full list may be given to every node)",
+		func(c *node.Config, v string) { c.Routes = node.ParseRoutes(v) })
 	str("log-level", "`LEVEL`: debug, info, warn or error (default info)",
 		func(c *node.Config, v string) { c.LogLevel = v })
 	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",
@@ -84,6 +90,14 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 	num("handlers", "`N` workers per endpoint answering requests in parallel (default 2×GOMAXPROCS, at least 4)",
 		func(c *node.Config, v int) { c.Handlers = v })
 	num("shards", "`N` shard goroutines per limiter (default GOMAXPROCS)", func(c *node.Config, v int) { c.Shards = v })
+	fs.Func("heartbeat", "`DURATION` between cluster heartbeats; a node missing three is dropped (default 1s)", func(v string) error {
+		dur, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		ovs = append(ovs, func(c *node.Config) error { c.Heartbeat = node.Duration(dur); return nil })
+		return nil
+	})
 	fs.Func("drain-timeout", "`DURATION` bound on the graceful drain at shutdown (default "+time.Duration(d.DrainTimeout).String()+")", func(v string) error {
 		dur, err := time.ParseDuration(v)
 		if err != nil {
@@ -92,6 +106,7 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		ovs = append(ovs, func(c *node.Config) error { c.DrainTimeout = node.Duration(dur); return nil })
 		return nil
 	})
+	storeFlags(fs, str, &ovs)
 	return config, &ovs
 }
 
@@ -154,6 +169,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	lv, _ := parseLevel(cfg.LogLevel)
 	level.Set(lv)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+	routeRedisLogs(log)
 
 	// Listen for SIGHUP before starting, so an early one is not lost (nor
 	// kills the process).

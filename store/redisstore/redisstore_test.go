@@ -121,8 +121,14 @@ func TestExpiry(t *testing.T) {
 	if d := pttl("never"); d != -1 {
 		t.Errorf("PTTL(never) = %v, want -1 (no TTL)", d)
 	}
-	if d := pttl("past"); d <= 0 || d > 50*time.Millisecond {
-		t.Errorf("PTTL(past) = %v, want the margin", d)
+	// "past" gets only the margin; on a loaded machine it may already be
+	// gone, which is as right as a TTL within the margin.
+	if keys, err := rdb.Keys(ctx, "*s:l:past").Result(); err != nil {
+		t.Fatal(err)
+	} else if len(keys) == 1 {
+		if d, err := rdb.PTTL(ctx, keys[0]).Result(); err != nil || d <= 0 || d > 50*time.Millisecond {
+			t.Errorf("PTTL(past) = %v, %v; want the margin", d, err)
+		}
 	}
 	time.Sleep(150 * time.Millisecond)
 	if _, ok, err := s.Load(ctx, "l", "soon"); ok || err != nil {

@@ -1,0 +1,607 @@
+package flux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/internal/errs"
+	"github.com/fluxlimiter/flux/shard"
+	"github.com/fluxlimiter/flux/store"
+)
+
+// AtomicStoreConfig connects a Limiter to a store that decides every check
+// itself (WithAtomicStore).
+type AtomicStoreConfig struct {
+	// Store runs the GCRA step inside the store: redisstore (one Lua
+	// script), pgstore (one SQL statement), natskv (compare-and-set) or
+	// memstore. A store that also implements store.AtomicGCRABatch decides
+	// a batch in about one round trip.
+	Store store.AtomicGCRA
+	// Limiter is the namespace of this limiter's keys in the store. Every
+	// process using the same store, namespace and limit shares one exact
+	// limit.
+	Limiter string
+	// Timeout bounds the store calls a decision waits for
+	// (shard.DefaultStoreTimeout, 50 ms, if zero). A batch shares one
+	// Timeout.
+	Timeout time.Duration
+	// OnFailure is the policy when the store fails or does not answer in
+	// time: StoreFailLocal (the default) decides from the limiter's memory,
+	// which mirrors what the store answered for each key it checked, and
+	// denies keys it has not checked since it started (or has forgotten
+	// because they were idle); StoreFailOpen admits; StoreFailClosed
+	// denies.
+	OnFailure StoreFailure
+	// RetryAfter is what a denial caused by the store reports
+	// (shard.DefaultStoreRetryAfter, 1 s, if zero).
+	RetryAfter time.Duration
+	// Backoff is how long checks take the failure policy at once after a
+	// store failure, before the store is tried again
+	// (shard.DefaultFlushEvery, 100 ms, if zero).
+	Backoff time.Duration
+}
+
+// WithAtomicStore makes the store decide every check, so that several
+// limiters (in several processes) sharing the store and the namespace
+// enforce one exact limit together. It supports GCRA only: New fails with
+// ErrInvalidOption for another algorithm, and SetLimit with
+// ErrAlgorithmChange.
+//
+// Each check is a store round trip made from the caller's goroutine (a
+// CheckAsync from a goroutine of the limiter's), never from a shard. When
+// the store implements store.AtomicGCRABatch, a batch is one pipeline, and
+// concurrent single checks are combined into pipelines too (combine.go);
+// otherwise a batch is sent as concurrent calls, the requests for one key
+// in order.
+// The limiter's shards only hold the local fallback: what the store
+// answered, mirrored for StoreFailLocal. So Len and ShardStats describe
+// that mirror; Cleanup cleans it; StoreStats counts each store check as a
+// load (LoadErrors: checks that failed or timed out; Fallbacks: requests
+// decided by the policy). The state lives in the store: Apply (cluster
+// gossip), Snapshot and Restore have nothing to do and return at once.
+// Admissions decided by the failure policy while the store is down are not
+// written to it afterwards.
+//
+// WithAtomicStore and WithStore are exclusive.
+func WithAtomicStore(cfg AtomicStoreConfig) Option {
+	return func(o *options) {
+		switch {
+		case cfg.Store == nil:
+			o.err = fmt.Errorf("%w: WithAtomicStore without a store", ErrInvalidOption)
+		case cfg.Limiter == "":
+			o.err = fmt.Errorf("%w: WithAtomicStore needs the limiter's name (its namespace in the store)", ErrInvalidOption)
+		case cfg.Timeout < 0 || cfg.RetryAfter < 0 || cfg.Backoff < 0:
+			o.err = fmt.Errorf("%w: negative store interval", ErrInvalidOption)
+		case cfg.OnFailure > StoreFailClosed:
+			o.err = fmt.Errorf("%w: unknown store failure policy %d", ErrInvalidOption, cfg.OnFailure)
+		}
+		o.atomic = &cfg
+	}
+}
+
+// startEngine starts the limiter's engine: the shards, and with
+// WithAtomicStore the atomic engine over them.
+func startEngine(limit Limit, start func(options) engine, o options) (engine, error) {
+	if o.atomic == nil {
+		return start(o), nil
+	}
+	if o.persist != nil {
+		return nil, fmt.Errorf("%w: WithStore and WithAtomicStore are exclusive", ErrInvalidOption)
+	}
+	if a := limit.algorithm(); a != GCRA {
+		return nil, fmt.Errorf("%w: WithAtomicStore supports gcra, not %s", ErrInvalidOption, a)
+	}
+	g, err := compileGCRA(limit)
+	if err != nil {
+		return nil, err
+	}
+	return newAtomicEngine(g.(algorithm.GCRA), start(o).(*group[int64]), *o.atomic, o.clock), nil
+}
+
+// atomicEngine decides in the store; its group holds the local fallback.
+type atomicEngine struct {
+	st      store.AtomicGCRA
+	batcher store.AtomicGCRABatch // nil if the store has none
+	name    string
+	timeout time.Duration
+	policy  shard.Failure
+	retry   time.Duration
+	backoff int64
+	clk     clock.Clock
+	gcra    atomic.Pointer[algorithm.GCRA]
+	local   *group[int64]
+
+	downAt atomic.Int64 // clock time of the last store failure; 0 when up
+
+	checks, checkErrs, fallbacks atomic.Uint64
+
+	comb combiner // single checks pipelined together (combine.go)
+
+	mirrors  chan mirrorItem // to mirrorLoop (StoreFailLocal only)
+	quit     chan struct{}   // stops mirrorLoop
+	mirrorWG sync.WaitGroup
+
+	mu      sync.Mutex // orders async.Go against stop
+	stopped bool
+	async   sync.WaitGroup
+	done    chan struct{} // closed once stopped
+}
+
+// mirrorItem is a key's TAT as the store answered it, or a barrier that
+// mirrorLoop closes once everything sent before it is recorded.
+type mirrorItem struct {
+	key     string
+	tat     int64
+	barrier chan struct{}
+}
+
+// mirrorQueue bounds the mirrored states waiting to be recorded; beyond
+// it they are dropped, which only makes the local fallback more
+// conservative.
+const mirrorQueue = 8192
+
+// maxParallel bounds the concurrent store calls of one batch for a store
+// that cannot pipeline.
+const maxParallel = 16
+
+func newAtomicEngine(g algorithm.GCRA, local *group[int64], cfg AtomicStoreConfig, clk clock.Clock) *atomicEngine {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = shard.DefaultStoreTimeout
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = shard.DefaultStoreRetryAfter
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = shard.DefaultFlushEvery
+	}
+	e := &atomicEngine{
+		st:      cfg.Store,
+		name:    cfg.Limiter,
+		timeout: cfg.Timeout,
+		policy:  cfg.OnFailure,
+		retry:   cfg.RetryAfter,
+		backoff: int64(cfg.Backoff),
+		clk:     clk,
+		local:   local,
+		done:    make(chan struct{}),
+	}
+	e.batcher, _ = cfg.Store.(store.AtomicGCRABatch)
+	e.gcra.Store(&g)
+	if e.policy == shard.FailLocal {
+		e.mirrors, e.quit = make(chan mirrorItem, mirrorQueue), make(chan struct{})
+		e.mirrorWG.Go(e.mirrorLoop)
+	}
+	return e
+}
+
+// now reads the clock, wrapping a failure in ErrClock.
+func (e *atomicEngine) now() (int64, error) {
+	now, err := e.clk.Now()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errs.Clock, err)
+	}
+	return now, nil
+}
+
+// down reports whether the store failed less than Backoff ago.
+func (e *atomicEngine) down(now int64) bool {
+	at := e.downAt.Load()
+	return at != 0 && now-at < e.backoff
+}
+
+// failed records a store failure at now.
+func (e *atomicEngine) failed(now int64) {
+	e.checkErrs.Add(1)
+	e.downAt.Store(max(now, 1))
+}
+
+// callerError reports whether err is the caller's fault or the caller's
+// context ending rather than the store's failure: such errors are returned
+// as they are, not decided by the failure policy.
+func callerError(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, errs.Clock) || errors.Is(err, errs.InvalidCost) || errors.Is(err, errs.CostExceedsBurst) ||
+		errors.Is(err, errs.InvalidRate) || errors.Is(err, store.ErrInvalidKey)
+}
+
+func (e *atomicEngine) check(ctx context.Context, key string, cost int64) (Decision, error) {
+	now, err := e.now()
+	if err != nil {
+		return Decision{}, err
+	}
+	return e.decide(ctx, key, cost, now)
+}
+
+// decide checks one request in the store at now, or by the failure policy.
+func (e *atomicEngine) decide(ctx context.Context, key string, cost, now int64) (Decision, error) {
+	g := *e.gcra.Load()
+	if cost > g.Capacity() { // the limit shrank after the caller validated the cost
+		return Decision{}, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, g.Capacity())
+	}
+	if e.down(now) {
+		return e.fallback(ctx, key, cost, g)
+	}
+	e.checks.Add(1)
+	var d Decision
+	var err error
+	at := now
+	if e.batcher != nil {
+		d, at, err = e.combined(ctx, key, cost, g)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, e.timeout)
+		d, err = e.st.CheckGCRA(cctx, e.name, key, g, now, cost)
+		cancel()
+	}
+	if err == nil {
+		e.downAt.Store(0)
+		if e.policy == shard.FailLocal {
+			e.mirror(key, d, at)
+		}
+		return d, nil
+	}
+	if callerError(ctx, err) {
+		return Decision{}, err
+	}
+	e.failed(now)
+	return e.fallback(ctx, key, cost, g)
+}
+
+// mirror hands the state the store answered for key (its TAT is now +
+// ResetAfter) to mirrorLoop, without waiting: the local group then holds
+// what StoreFailLocal decides from. Idle states are not recorded.
+func (e *atomicEngine) mirror(key string, d Decision, now int64) {
+	if d.ResetAfter <= 0 {
+		return
+	}
+	select {
+	case e.mirrors <- mirrorItem{key: key, tat: now + int64(d.ResetAfter)}:
+	default: // full: dropped
+	}
+}
+
+// syncMirror waits until every state mirrored so far is in the local
+// group.
+func (e *atomicEngine) syncMirror(ctx context.Context) {
+	b := make(chan struct{})
+	select {
+	case e.mirrors <- mirrorItem{barrier: b}:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-b:
+	case <-ctx.Done():
+	case <-e.quit:
+	}
+}
+
+// mirrorLoop records mirrored states in the local group: it gathers them
+// for up to mirrorEvery (or mirrorBatch states, or until a barrier comes)
+// and sends each shard its part in one Restore, keeping the latest TAT of
+// a key that comes more than once.
+func (e *atomicEngine) mirrorLoop() {
+	parts := make([][]shard.Entry[int64], len(e.local.shards))
+	at := make(map[string]int) // key -> index in its part, this batch
+	var barriers []chan struct{}
+	tick := time.NewTimer(time.Hour)
+	tick.Stop()
+	defer tick.Stop()
+	n := 0
+	flush := func() {
+		for j, es := range parts {
+			if len(es) > 0 {
+				// The shard runs Restore before it returns (no deadline), so
+				// the slice can be reused.
+				_ = e.local.shards[j].Restore(context.Background(), es)
+				parts[j] = es[:0]
+			}
+		}
+		clear(at)
+		for _, b := range barriers {
+			close(b)
+		}
+		barriers, n = barriers[:0], 0
+	}
+	for {
+		select {
+		case it := <-e.mirrors:
+			if it.barrier != nil {
+				barriers = append(barriers, it.barrier)
+				tick.Stop()
+				flush()
+				continue
+			}
+			j := e.local.index(it.key)
+			if i, ok := at[it.key]; ok {
+				parts[j][i].State = max(parts[j][i].State, it.tat)
+				continue
+			}
+			at[it.key] = len(parts[j])
+			parts[j] = append(parts[j], shard.Entry[int64]{Key: it.key, State: it.tat})
+			if n++; n == 1 {
+				tick.Reset(mirrorEvery)
+			} else if n == mirrorBatch {
+				tick.Stop()
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		case <-e.quit:
+			return
+		}
+	}
+}
+
+// mirrorEvery and mirrorBatch bound how long and how many mirrored states
+// wait before they are recorded.
+const (
+	mirrorEvery = 2 * time.Millisecond
+	mirrorBatch = 1024
+)
+
+// fallback decides a request the store could not, by the failure policy.
+func (e *atomicEngine) fallback(ctx context.Context, key string, cost int64, g algorithm.GCRA) (Decision, error) {
+	e.fallbacks.Add(1)
+	capacity := int(g.Capacity())
+	deny := Decision{Limit: capacity, RetryAfter: e.retry}
+	switch e.policy {
+	case shard.FailOpen:
+		return Decision{Allowed: true, Limit: capacity, Remaining: capacity - 1}, nil
+	case shard.FailClosed:
+		return deny, nil
+	}
+	e.syncMirror(ctx)
+	sh := e.local.shards[e.local.index(key)]
+	p, err := sh.Check(ctx, key, 0)
+	if err != nil {
+		return Decision{}, err
+	}
+	if p.ResetAfter == 0 {
+		// Not known to be in use: never checked since start, or idle and
+		// forgotten. The store may hold it throttled: never forgive.
+		return deny, nil
+	}
+	if cost == 0 {
+		return p, nil
+	}
+	return sh.Check(ctx, key, cost)
+}
+
+func (e *atomicEngine) checkAsync(ctx context.Context, key string, cost int64) (chan shard.Reply, <-chan struct{}, error) {
+	rc := make(chan shard.Reply, 1)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return nil, nil, errs.Closed
+	}
+	e.async.Go(func() {
+		d, err := e.check(ctx, key, cost)
+		rc <- shard.Reply{D: d, Err: err}
+	})
+	return rc, e.done, nil
+}
+
+// start decides the batch in a goroutine of the engine's. With direct the
+// decisions are written into out; otherwise into scratch that finish
+// copies, so that a batch abandoned by its caller never writes into out.
+func (e *atomicEngine) start(ctx context.Context, reqs []Request, out []Decision, direct bool) (*pending, error) {
+	p := &pending{parts: make([]part, 1), done: make(chan *shard.Batch, 1), sent: 1, direct: direct}
+	pt := &p.parts[0]
+	pt.b.Done = p.done
+	if direct {
+		pt.b.Out = out[:len(reqs)]
+	} else {
+		pt.b.Out = make([]Decision, len(reqs))
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return nil, errs.Closed
+	}
+	e.async.Go(func() {
+		e.batch(ctx, reqs, &pt.b)
+		pt.b.Done <- &pt.b
+	})
+	return p, nil
+}
+
+// batch decides reqs into b.Out, and b.Errs for items that cannot be
+// decided.
+func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch) {
+	now, err := e.now()
+	if err != nil {
+		b.Err = err
+		return
+	}
+	g := *e.gcra.Load()
+	itemErr := func(i int, err error) {
+		if b.Errs == nil {
+			b.Errs = make([]error, len(reqs))
+		}
+		b.Errs[i] = err
+	}
+	todo := make([]int, 0, len(reqs)) // items for the store
+	for i, r := range reqs {
+		switch {
+		case int64(r.Cost) > g.Capacity():
+			itemErr(i, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, r.Cost, g.Capacity()))
+		case e.down(now):
+			b.Out[i], err = e.fallback(ctx, r.Key, int64(r.Cost), g)
+			if err != nil {
+				itemErr(i, err)
+			}
+		default:
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	e.checks.Add(uint64(len(todo)))
+	bctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	failed := make([]error, len(reqs)) // store errors, by item
+	if e.batcher != nil {
+		keys := make([]string, len(todo))
+		costs := make([]int64, len(todo))
+		out := make([]Decision, len(todo))
+		ierrs := make([]error, len(todo))
+		for j, i := range todo {
+			keys[j], costs[j] = reqs[i].Key, int64(reqs[i].Cost)
+		}
+		err := e.batcher.CheckGCRABatch(bctx, e.name, g, now, keys, costs, out, ierrs)
+		for j, i := range todo {
+			switch {
+			case err != nil:
+				failed[i] = err
+			case ierrs[j] != nil:
+				failed[i] = ierrs[j]
+			default:
+				b.Out[i] = out[j]
+			}
+		}
+	} else {
+		e.parallel(bctx, reqs, todo, g, now, b.Out, failed)
+	}
+	ok := false
+	for _, i := range todo {
+		err := failed[i]
+		switch {
+		case err == nil:
+			ok = true
+			if e.policy == shard.FailLocal {
+				e.mirror(reqs[i].Key, b.Out[i], now)
+			}
+			continue
+		case callerError(ctx, err):
+			itemErr(i, err)
+			continue
+		}
+		e.failed(now)
+		d, ferr := e.fallback(ctx, reqs[i].Key, int64(reqs[i].Cost), g)
+		b.Out[i] = d
+		if ferr != nil {
+			itemErr(i, ferr)
+		}
+	}
+	if ok {
+		e.downAt.Store(0)
+	}
+}
+
+// parallel sends the items of todo to the store as concurrent calls, at
+// most maxParallel at a time; the items of one key are sent one after
+// another, in order.
+func (e *atomicEngine) parallel(ctx context.Context, reqs []Request, todo []int, g algorithm.GCRA, now int64, out []Decision, failed []error) {
+	chains := make(map[string][]int, len(todo))
+	order := make([]string, 0, len(todo))
+	for _, i := range todo {
+		k := reqs[i].Key
+		if _, ok := chains[k]; !ok {
+			order = append(order, k)
+		}
+		chains[k] = append(chains[k], i)
+	}
+	run := func(chain []int) {
+		for _, i := range chain {
+			out[i], failed[i] = e.st.CheckGCRA(ctx, e.name, reqs[i].Key, g, now, int64(reqs[i].Cost))
+		}
+	}
+	if len(order) == 1 {
+		run(chains[order[0]])
+		return
+	}
+	next := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(len(order), maxParallel) {
+		wg.Go(func() {
+			for c := range next {
+				run(c)
+			}
+		})
+	}
+	for _, k := range order {
+		next <- chains[k]
+	}
+	close(next)
+	wg.Wait()
+}
+
+func (e *atomicEngine) finish(ctx context.Context, p *pending, out []Decision, itemErrs []error) error {
+	var b *shard.Batch
+	select {
+	case b = <-p.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if b.Err != nil {
+		return b.Err
+	}
+	if !p.direct {
+		copy(out, b.Out)
+	}
+	for i, err := range b.Errs {
+		if err == nil {
+			continue
+		}
+		if itemErrs == nil {
+			return &BatchError{Index: i, Err: err}
+		}
+		itemErrs[i] = err
+	}
+	return nil
+}
+
+// apply has nothing to do: every admission is already in the store.
+func (e *atomicEngine) apply(context.Context, []Update) error { return nil }
+
+func (e *atomicEngine) setLimit(ctx context.Context, lim Limit) (int64, error) {
+	alg, err := compileGCRA(lim)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := e.local.setLimit(ctx, lim); err != nil {
+		return 0, err
+	}
+	g := alg.(algorithm.GCRA)
+	e.gcra.Store(&g)
+	return g.Capacity(), nil
+}
+
+func (e *atomicEngine) cleanup(ctx context.Context, i int, staleAfter time.Duration) (int, error) {
+	return e.local.cleanup(ctx, i, staleAfter)
+}
+
+// snapshot returns nothing: the state lives in the store.
+func (e *atomicEngine) snapshot(context.Context) ([]KeyState, error) { return nil, nil }
+
+// restore has nothing to do: the state lives in the store.
+func (e *atomicEngine) restore(context.Context, []KeyState) error { return nil }
+
+func (e *atomicEngine) shardCount() int      { return e.local.shardCount() }
+func (e *atomicEngine) len() int             { return e.local.len() }
+func (e *atomicEngine) stats() []shard.Stats { return e.local.stats() }
+
+func (e *atomicEngine) storeStats() []shard.StoreStats {
+	return []shard.StoreStats{{Loads: e.checks.Load(), LoadErrors: e.checkErrs.Load(), Fallbacks: e.fallbacks.Load()}}
+}
+
+// stop waits for the checks in flight (each bounded by the timeout), then
+// stops the local group.
+func (e *atomicEngine) stop() {
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
+	e.async.Wait()
+	if e.quit != nil {
+		close(e.quit)
+		e.mirrorWG.Wait()
+	}
+	close(e.done)
+	e.local.stop()
+}

@@ -1,0 +1,73 @@
+package node
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/fluxlimiter/flux/tracing"
+)
+
+// benchRequest is a micro.Request answered into the void, so a benchmark
+// can run serveCheck, span and all, without NATS.
+type benchRequest struct {
+	data []byte
+	hdr  micro.Headers
+}
+
+func (r *benchRequest) Respond([]byte, ...micro.RespondOpt) error               { return nil }
+func (r *benchRequest) RespondJSON(any, ...micro.RespondOpt) error              { return nil }
+func (r *benchRequest) Error(string, string, []byte, ...micro.RespondOpt) error { return nil }
+func (r *benchRequest) Data() []byte                                            { return r.data }
+func (r *benchRequest) Headers() micro.Headers                                  { return r.hdr }
+func (r *benchRequest) Subject() string                                         { return SubjectCheck }
+func (r *benchRequest) Reply() string                                           { return "_INBOX.bench" }
+
+// BenchmarkServeCheckTracing is the check endpoint's whole handler
+// (serveCheck) with tracing off, on but not sampled (the sender's
+// traceparent says "not sampled"), and on and sampled, every request
+// carrying a traceparent header.
+func BenchmarkServeCheckTracing(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		sampler sdktrace.Sampler // nil: tracing off
+		flags   string
+	}{
+		{"off", nil, "01"},
+		{"unsampled", sdktrace.ParentBased(sdktrace.AlwaysSample()), "00"},
+		{"sampled", sdktrace.ParentBased(sdktrace.AlwaysSample()), "01"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var opts []Option
+			if c.sampler != nil {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(c.sampler)) // no exporter: spans are dropped when ended
+				defer tp.Shutdown(context.Background())
+				opts = append(opts, WithTracerProvider(tp))
+			}
+			n, err := New(benchConfig(b), nil, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer n.Shutdown(context.Background())
+			h := newHandler(n)
+			hdr := nats.Header{}
+			tracing.HeaderCarrier(hdr).Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"+c.flags)
+			bodies := checkBodies()
+			reqs := make([]benchRequest, len(bodies))
+			for i := range reqs {
+				reqs[i] = benchRequest{data: bodies[i], hdr: micro.Headers(hdr)}
+			}
+			i := 0
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				h.serveCheck(&reqs[i%len(reqs)])
+				i++
+			}
+			reportCPU(b, cpu0, 1)
+		})
+	}
+}
