@@ -195,6 +195,14 @@ func (e *atomicEngine) down(now int64) bool {
 	return at != 0 && now-at < e.backoff
 }
 
+// up records that the store answered (without writing the shared word
+// when there is nothing to change).
+func (e *atomicEngine) up() {
+	if e.downAt.Load() != 0 {
+		e.downAt.Store(0)
+	}
+}
+
 // failed records a store failure at now.
 func (e *atomicEngine) failed(now int64) {
 	e.checkErrs.Add(1)
@@ -238,7 +246,7 @@ func (e *atomicEngine) decide(ctx context.Context, key string, cost, now int64) 
 		cancel()
 	}
 	if err == nil {
-		e.downAt.Store(0)
+		e.up()
 		if e.policy == shard.FailLocal {
 			e.mirror(key, d, at)
 		}
@@ -490,7 +498,7 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 		}
 	}
 	if ok {
-		e.downAt.Store(0)
+		e.up()
 	}
 }
 

@@ -124,7 +124,13 @@ func (e *atomicEngine) lead(self *call, g algorithm.GCRA) {
 	cb.mu.Unlock()
 
 	now, err := e.now()
-	if err == nil {
+	if err == nil && len(batch) == 1 { // alone: the plain call is cheaper
+		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+		c := batch[0]
+		c.d, err = e.st.CheckGCRA(ctx, e.name, c.key, g, now, c.cost)
+		c.now = now
+		cancel()
+	} else if err == nil {
 		keys := make([]string, len(batch))
 		costs := make([]int64, len(batch))
 		out := make([]Decision, len(batch))
