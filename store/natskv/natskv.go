@@ -123,6 +123,16 @@ var (
 	_ store.Pinger      = (*Store)(nil)
 )
 
+// storeCreateFailed reports JetStream's transient "error creating store for
+// stream" (API error code 10049).
+func storeCreateFailed(err error) bool {
+	var je jetstream.JetStreamError
+	if !errors.As(err, &je) || je.APIError() == nil {
+		return false
+	}
+	return je.APIError().ErrorCode == 10049
+}
+
 // New creates the bucket (or updates its configuration) on js and returns
 // a Store over it. The caller keeps ownership of js and its connection.
 // The server must run nats-server 2.11 or later (per-message TTLs).
@@ -149,7 +159,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 		opts.MarkerTTL = DefaultMarkerTTL
 	}
 	opts.MarkerTTL = min(max(opts.MarkerTTL, time.Second), store.MaxTTL)
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	cfg := jetstream.KeyValueConfig{
 		Bucket:         opts.Bucket,
 		Description:    "Flux rate-limiter states (store/natskv)",
 		History:        1,
@@ -157,7 +167,19 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 		Storage:        opts.Storage,
 		Replicas:       opts.Replicas,
 		LimitMarkerTTL: opts.MarkerTTL,
-	})
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	// A loaded server sometimes answers "error creating store for stream"
+	// (JetStream API error 10049) and succeeds when asked again: retry
+	// that one error a few times, within ctx.
+	for attempt := 0; attempt < 4 && storeCreateFailed(err); attempt++ {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("natskv: bucket %q: %w", opts.Bucket, ctx.Err())
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+		_, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natskv: bucket %q: %w", opts.Bucket, err)
 	}
