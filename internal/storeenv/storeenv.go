@@ -1,6 +1,6 @@
-// Package storeenv tells tests outside store/ (the root package's store
-// tests, node/, cmd/flux-node) where their store servers are, exactly as
-// store/internal/storeenv does for the backends' own tests.
+// Package storeenv tells tests where their store servers are: the backends'
+// own tests in store/, the root package's store tests, node/ and
+// cmd/flux-node.
 //
 // Tests of a server backend read the server's URL from an environment
 // variable (FLUX_REDIS_URL, FLUX_POSTGRES_URL). Without it they skip, with

@@ -16,8 +16,8 @@ import (
 
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/internal/storeenv"
 	"github.com/fluxlimiter/flux/store"
-	"github.com/fluxlimiter/flux/store/internal/storeenv"
 	"github.com/fluxlimiter/flux/store/pgstore"
 	"github.com/fluxlimiter/flux/store/storetest"
 )

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/internal/storeenv"
 	"github.com/fluxlimiter/flux/store"
-	"github.com/fluxlimiter/flux/store/internal/storeenv"
 	"github.com/fluxlimiter/flux/store/redisstore"
 	"github.com/fluxlimiter/flux/store/storetest"
 )
