@@ -159,7 +159,15 @@ func WithClock(c clock.Clock) Option {
 	}
 }
 
-// WithShards sets the number of shard goroutines (default: GOMAXPROCS).
+// DefaultShards is the number of shards a Limiter gets without WithShards:
+// GOMAXPROCS/2, at least 1.
+func DefaultShards() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// WithShards sets the number of shard goroutines. The default,
+// DefaultShards(), is half of GOMAXPROCS (at least one): every shard handoff
+// costs a goroutine switch, and callers need CPUs too. On a 2-CPU machine one
+// shard answered 64-key batches about 30 % faster per key than two, for
+// single and parallel callers alike, and single checks equally fast.
 func WithShards(n int) Option {
 	return func(o *options) {
 		if n < 1 || n > 1<<16 {
@@ -267,7 +275,7 @@ func New(limit Limit, opts ...Option) (*Limiter, error) {
 		o.clock = clock.NewSystem()
 	}
 	if o.shards == 0 {
-		o.shards = runtime.GOMAXPROCS(0)
+		o.shards = DefaultShards()
 	}
 	capacity, start, err := limit.compile()
 	if err != nil {

@@ -114,7 +114,7 @@ type Config struct {
 	// 4. Each worker has 4 queue subscriptions feeding its endpoint's lane
 	// (see lanes.go).
 	Handlers int `yaml:"handlers"`
-	// Shards is the number of shard goroutines per limiter (0: GOMAXPROCS).
+	// Shards is the number of shard goroutines per limiter (0: flux.DefaultShards(), half of GOMAXPROCS).
 	Shards int `yaml:"shards"`
 	// MaxKeys bounds the keys each limiter holds (0: no bound); see
 	// flux.WithMaxKeys.

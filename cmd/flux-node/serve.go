@@ -89,7 +89,7 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		func(c *node.Config, v int) { c.MaxPayload = v })
 	num("handlers", "`N` workers per endpoint answering requests in parallel (default 2×GOMAXPROCS, at least 4)",
 		func(c *node.Config, v int) { c.Handlers = v })
-	num("shards", "`N` shard goroutines per limiter (default GOMAXPROCS)", func(c *node.Config, v int) { c.Shards = v })
+	num("shards", "`N` shard goroutines per limiter (default half of GOMAXPROCS, at least 1)", func(c *node.Config, v int) { c.Shards = v })
 	fs.Func("heartbeat", "`DURATION` between cluster heartbeats; a node missing three is dropped (default 1s)", func(v string) error {
 		dur, err := time.ParseDuration(v)
 		if err != nil {
