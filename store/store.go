@@ -55,6 +55,18 @@ const NoExpiry int64 = math.MaxInt64
 // margin behind could still read it as throttling.
 const DefaultMargin = time.Minute
 
+// Margin resolves a backend's configured margin: 0 means DefaultMargin and
+// a negative value means none.
+func Margin(m time.Duration) time.Duration {
+	switch {
+	case m == 0:
+		return DefaultMargin
+	case m < 0:
+		return 0
+	}
+	return m
+}
+
 // Sentinel errors, matched with errors.Is. Backends wrap them with detail.
 var (
 	// ErrClosed is returned by every method called after Close.

@@ -59,12 +59,7 @@ func New(opts Options) *Store {
 	if opts.Clock == nil {
 		opts.Clock = clock.NewSystem()
 	}
-	switch {
-	case opts.Margin == 0:
-		opts.Margin = store.DefaultMargin
-	case opts.Margin < 0:
-		opts.Margin = 0
-	}
+	opts.Margin = store.Margin(opts.Margin)
 	return &Store{
 		clk:    opts.Clock,
 		margin: opts.Margin,

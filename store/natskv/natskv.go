@@ -149,12 +149,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 	if opts.Clock == nil {
 		opts.Clock = clock.NewSystem()
 	}
-	switch {
-	case opts.Margin == 0:
-		opts.Margin = store.DefaultMargin
-	case opts.Margin < 0:
-		opts.Margin = 0
-	}
+	opts.Margin = store.Margin(opts.Margin)
 	if opts.MarkerTTL == 0 {
 		opts.MarkerTTL = DefaultMarkerTTL
 	}

@@ -236,12 +236,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 	if opts.Clock == nil {
 		opts.Clock = clock.NewSystem()
 	}
-	switch {
-	case opts.Margin == 0:
-		opts.Margin = store.DefaultMargin
-	case opts.Margin < 0:
-		opts.Margin = 0
-	}
+	opts.Margin = store.Margin(opts.Margin)
 	if opts.CleanupInterval == 0 {
 		opts.CleanupInterval = DefaultCleanupInterval
 	}

@@ -124,12 +124,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Clock == nil {
 		opts.Clock = clock.NewSystem()
 	}
-	switch {
-	case opts.Margin == 0:
-		opts.Margin = store.DefaultMargin
-	case opts.Margin < 0:
-		opts.Margin = 0
-	}
+	opts.Margin = store.Margin(opts.Margin)
 	return &Store{
 		rdb:        rdb,
 		prefix:     opts.Prefix,
