@@ -107,12 +107,10 @@ func (l Limit) Validate() error {
 // shards can write decisions straight into a caller's slice.
 type Decision = algorithm.Decision
 
-// Request is one item of a batch: a check of Cost for Key. Cost 0 peeks,
-// as with CheckN.
-type Request struct {
-	Key  string
-	Cost int
-}
+// Request is one item of a batch: a check of Cost for Key (fields Key
+// string and Cost int). Cost 0 peeks, as with CheckN. It is an alias so
+// that shards read a caller's batch in place.
+type Request = shard.Request
 
 // Update is an admission of Cost for Key decided elsewhere (by another
 // node) at At, in Unix nanoseconds. Apply adds it without deciding.
@@ -630,33 +628,56 @@ type part struct {
 	scratch []Decision
 }
 
+// grow returns the part's scratch output with room for n decisions.
+func (pt *part) grow(n int) []Decision {
+	if cap(pt.scratch) < n {
+		pt.scratch = make([]Decision, n, 2*n)
+	}
+	return pt.scratch[:n]
+}
+
 // start sends reqs to their shards. direct says the shards may write into
 // out themselves (see pending).
 func (g *group[S]) start(ctx context.Context, reqs []Request, out []Decision, direct bool) (*pending, error) {
 	p := g.pool.Get().(*pending)
 	p.sent, p.direct = 0, direct
+	if len(p.parts) == 1 {
+		// One shard: it reads reqs in place, in order.
+		pt := &p.parts[0]
+		pt.b.Reqs, pt.b.Sel, pt.b.Idx, pt.b.Errs, pt.b.Err, pt.idx = reqs, nil, nil, nil, nil, pt.idx[:0]
+		if direct {
+			pt.b.Out = out
+		} else {
+			pt.b.Out = pt.grow(len(reqs))
+		}
+		if err := g.shards[0].SendBatch(ctx, &pt.b); err != nil {
+			pt.b.Reqs, pt.b.Out = nil, nil
+			g.pool.Put(p)
+			return nil, err
+		}
+		p.sent = 1
+		return p, nil
+	}
 	for i := range p.parts {
 		pt := &p.parts[i]
-		pt.b.Items, pt.b.Errs, pt.b.Err, pt.idx = pt.b.Items[:0], nil, nil, pt.idx[:0]
+		pt.b.Reqs, pt.b.Errs, pt.b.Err, pt.idx = reqs, nil, nil, pt.idx[:0]
 	}
 	for i := range reqs {
 		pt := &p.parts[g.index(reqs[i].Key)]
-		pt.b.Items = append(pt.b.Items, shard.Item{Key: reqs[i].Key, Cost: int64(reqs[i].Cost)})
 		pt.idx = append(pt.idx, int32(i))
 	}
 	for i := range p.parts {
 		pt := &p.parts[i]
-		n := len(pt.b.Items)
+		n := len(pt.idx)
 		if n == 0 {
+			pt.b.Reqs = nil
 			continue
 		}
+		pt.b.Sel = pt.idx
 		if direct {
 			pt.b.Out, pt.b.Idx = out, pt.idx
 		} else {
-			if cap(pt.scratch) < n {
-				pt.scratch = make([]Decision, n, 2*n)
-			}
-			pt.b.Out, pt.b.Idx = pt.scratch[:n], nil
+			pt.b.Out, pt.b.Idx = pt.grow(n), nil
 		}
 		if err := g.shards[i].SendBatch(ctx, &pt.b); err != nil {
 			if direct {
@@ -691,9 +712,13 @@ func (g *group[S]) finish(ctx context.Context, p *pending, out []Decision, itemE
 	}
 	var firstItem error
 	firstIdx := len(out)
+	one := len(p.parts) == 1
 	for i := range p.parts {
 		pt := &p.parts[i]
 		if !p.direct {
+			if one {
+				copy(out, pt.b.Out)
+			}
 			for j, k := range pt.idx {
 				out[k] = pt.b.Out[j]
 			}
@@ -702,14 +727,17 @@ func (g *group[S]) finish(ctx context.Context, p *pending, out []Decision, itemE
 			if err == nil {
 				continue
 			}
-			k := int(pt.idx[j])
+			k := j
+			if !one {
+				k = int(pt.idx[j])
+			}
 			if itemErrs != nil {
 				itemErrs[k] = err
 			} else if k < firstIdx {
 				firstIdx, firstItem = k, err
 			}
 		}
-		pt.b.Out = nil // drop the reference to the caller's slice
+		pt.b.Out, pt.b.Reqs = nil, nil // drop the references to the caller's slices
 	}
 	g.pool.Put(p)
 	if first == nil && firstItem != nil {

@@ -217,7 +217,7 @@ func TestClockFailure(t *testing.T) {
 		t.Fatalf("Check with a failing clock: %v", err)
 	}
 	out := make([]flux.Decision, 2)
-	if err := l.CheckBatch(t.Context(), []flux.Request{{"a", 1}, {"b", 1}}, out); !errors.Is(err, flux.ErrClock) {
+	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}, {Key: "b", Cost: 1}}, out); !errors.Is(err, flux.ErrClock) {
 		t.Fatalf("CheckBatch with a failing clock: %v", err)
 	}
 	clk.Recover()
@@ -245,7 +245,7 @@ func TestClosed(t *testing.T) {
 	if _, err := l.Peek(ctx, "k"); !errors.Is(err, flux.ErrClosed) {
 		t.Errorf("Peek: %v", err)
 	}
-	if err := l.CheckBatch(ctx, []flux.Request{{"k", 1}}, make([]flux.Decision, 1)); !errors.Is(err, flux.ErrClosed) {
+	if err := l.CheckBatch(ctx, []flux.Request{{Key: "k", Cost: 1}}, make([]flux.Decision, 1)); !errors.Is(err, flux.ErrClosed) {
 		t.Errorf("CheckBatch: %v", err)
 	}
 	if err := l.SetLimit(ctx, flux.Limit{Rate: 2}); !errors.Is(err, flux.ErrClosed) {
@@ -509,7 +509,7 @@ func TestAsync(t *testing.T) {
 	if _, err := l.CheckAsync(t.Context(), "").Wait(t.Context()); !errors.Is(err, flux.ErrEmptyKey) {
 		t.Fatalf("async empty key: %v", err)
 	}
-	reqs := []flux.Request{{"a", 3}, {"b", 1}, {"a", 7}, {"a", 1}}
+	reqs := []flux.Request{{Key: "a", Cost: 3}, {Key: "b", Cost: 1}, {Key: "a", Cost: 7}, {Key: "a", Cost: 1}}
 	bf := l.CheckBatchAsync(t.Context(), reqs)
 	reqs[0].Key = "mutated" // the future copied reqs
 	out, err := bf.Wait(t.Context())
@@ -517,7 +517,7 @@ func TestAsync(t *testing.T) {
 		t.Fatalf("batch future: %+v %v", out, err)
 	}
 	var be *flux.BatchError
-	if _, err := l.CheckBatchAsync(t.Context(), []flux.Request{{"a", 1}, {"", 1}}).Wait(t.Context()); !errors.As(err, &be) || be.Index != 1 {
+	if _, err := l.CheckBatchAsync(t.Context(), []flux.Request{{Key: "a", Cost: 1}, {Key: "", Cost: 1}}).Wait(t.Context()); !errors.As(err, &be) || be.Index != 1 {
 		t.Fatalf("invalid async batch: %v", err)
 	}
 }

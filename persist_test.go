@@ -141,7 +141,7 @@ func TestStoreParkingMatchesMemory(t *testing.T) {
 	}
 	// A batch mixing held and missing keys.
 	out := make([]flux.Decision, 4)
-	if err := l.CheckBatch(t.Context(), []flux.Request{{"k1", 1}, {"new", 2}, {"new", 3}, {"new", 1}}, out); err != nil {
+	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "k1", Cost: 1}, {Key: "new", Cost: 2}, {Key: "new", Cost: 3}, {Key: "new", Cost: 1}}, out); err != nil {
 		t.Fatal(err)
 	}
 	if out[0].Allowed || !out[1].Allowed || !out[2].Allowed || out[3].Allowed {

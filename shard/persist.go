@@ -251,7 +251,7 @@ func (s *Shard[S]) onLoaded(r *loaded) {
 				// The store answered, with a state of another algorithm
 				// (the limiter's algorithm changed): nothing of it applies.
 				p.foreign.Add(1)
-			case s.alg.IdleAt(st) > now && s.m[key] == nil:
+			case s.alg.IdleAt(st) > now && s.m.get(key) == nil:
 				if ierr := s.insert(key, st, now); ierr != nil {
 					err = ierr
 				}
@@ -285,12 +285,8 @@ func (s *Shard[S]) decideParked(key string, w parked, now int64) {
 		s.unpark(w.batch)
 	default:
 		b := w.batch
-		it := &b.Items[w.i]
-		o := w.i
-		if b.Idx != nil {
-			o = int(b.Idx[w.i])
-		}
-		if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
+		key, cost := b.item(w.i)
+		if err := s.check(key, cost, now, b.out(w.i)); err != nil {
 			b.setErr(w.i, err)
 		} else if s.changed {
 			b.flush = true
@@ -319,7 +315,7 @@ func (s *Shard[S]) fallback(w parked, now int64) {
 	}
 	cost := w.cost
 	if w.reply == nil {
-		cost = w.batch.Items[w.i].Cost
+		_, cost = w.batch.item(w.i)
 	}
 	if cost == 0 { // a peek reports, it does not decide
 		d.Allowed = p.cfg.OnFailure == FailOpen
@@ -436,7 +432,7 @@ func (s *Shard[S]) snapshotDirty(now int64) (keys []string, entries []store.Entr
 	p := s.p
 	for k := range p.dirty {
 		keys = append(keys, k)
-		if sp := s.m[k]; sp != nil && s.alg.IdleAt(*sp) > now {
+		if sp := s.m.get(k); sp != nil && s.alg.IdleAt(*sp) > now {
 			entries = append(entries, store.Entry{Key: k, State: s.alg.AppendState(nil, *sp), IdleAt: s.alg.IdleAt(*sp)})
 		} else {
 			deletes = append(deletes, k)
@@ -511,13 +507,13 @@ func (s *Shard[S]) onFlushed(r *flushed) {
 			saved[e.Key] = e.State
 		}
 		for k, before := range r.undo {
-			sp := s.m[k]
+			sp := s.m.get(k)
 			if sp == nil || !bytes.Equal(s.alg.AppendState(nil, *sp), saved[k]) {
 				continue
 			}
 			prev, derr := s.alg.DecodeState(before)
 			if derr != nil || s.alg.IdleAt(prev) <= now {
-				delete(s.m, k)
+				s.m.delete(k)
 			} else {
 				*sp = prev
 			}
@@ -556,13 +552,10 @@ func (s *Shard[S]) releaseHeld(waiters []held, _ error, failed bool) {
 		}
 		b := h.batch
 		if deny {
-			for i := range b.Items {
-				o := i
-				if b.Idx != nil {
-					o = int(b.Idx[i])
-				}
-				if b.Out[o].Allowed && b.Items[i].Cost > 0 {
-					b.Out[o] = algorithm.Decision{Limit: b.Out[o].Limit, RetryAfter: retry}
+			for i := range b.Len() {
+				o := b.out(i)
+				if _, cost := b.item(i); o.Allowed && cost > 0 {
+					*o = algorithm.Decision{Limit: o.Limit, RetryAfter: retry}
 				}
 			}
 		}

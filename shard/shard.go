@@ -14,8 +14,7 @@ package shard
 import (
 	"context"
 	"fmt"
-	"iter"
-	"maps"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,13 +80,13 @@ type Shard[S any] struct {
 	cap     int64                    // alg.Capacity(), cached off the hot path
 	into    algorithm.StepperInto[S] // alg's StepInto, if it has one
 	scratch algorithm.Decision       // single checks decide into it
-	m       map[string]*S            // owned by the shard goroutine; pointers so a check updates in place
+	m       *table[S]                // owned by the shard goroutine; states inline, updated in place
 	maxKeys int
 	evictN  int
 	sweepN  int
 
-	sweep iterState[S] // background sweep position
-	clean iterState[S] // explicit Cleanup position
+	sweep cursor[S] // background sweep position
+	clean cursor[S] // explicit Cleanup position
 
 	keys      atomic.Int64
 	evicted   atomic.Uint64
@@ -102,32 +101,6 @@ type Shard[S any] struct {
 	changed bool        // the last check changed its key's state
 
 	act *actor.Actor[Msg[S]]
-}
-
-// iterState is a paused pass over the map.
-type iterState[S any] struct {
-	next func() (string, *S, bool)
-	stop func()
-}
-
-func (it *iterState[S]) reset() {
-	if it.stop != nil {
-		it.stop()
-	}
-	it.next, it.stop = nil, nil
-}
-
-// pull returns the next entry of the current pass, starting a pass over m
-// if none is running; ok is false when the pass ends.
-func (it *iterState[S]) pull(m map[string]*S) (k string, v *S, ok bool) {
-	if it.next == nil {
-		it.next, it.stop = iter.Pull2(maps.All(m))
-	}
-	k, v, ok = it.next()
-	if !ok {
-		it.reset()
-	}
-	return k, v, ok
 }
 
 // New starts a shard. The caller owns it and must call Stop.
@@ -151,7 +124,7 @@ func New[S any](cfg Config[S]) *Shard[S] {
 		clk:     cfg.Clock,
 		alg:     cfg.Algorithm,
 		cap:     cfg.Algorithm.Capacity(),
-		m:       make(map[string]*S),
+		m:       newTable[S](maphash.MakeSeed()),
 		maxKeys: cfg.MaxKeys,
 		evictN:  cfg.EvictBudget,
 		sweepN:  cfg.SweepBudget,
@@ -273,13 +246,23 @@ type Item struct {
 	At   int64
 }
 
-// Batch is one shard's part of a batch. The shard decides Items in order and
-// writes the decision for Items[i] to Out[Idx[i]] (to Out[i] if Idx is nil;
-// checks only). An item that cannot be decided gets its error in Errs[i]
-// (the shard allocates Errs on the first such error); Err is set if the
-// whole part failed. Then the shard sends the batch on Done, which must have
-// room for it.
+// Request is one check of a batch: Cost for Key (0 peeks). flux.Request is
+// this type, so a caller's batch reaches the shards without being copied.
+type Request struct {
+	Key  string
+	Cost int
+}
+
+// Batch is one shard's part of a batch. Its items are Reqs[Sel[j]] for
+// each j (all of Reqs, in order, if Sel is nil) for checks, and Items for
+// admissions made elsewhere (SendApply). The shard decides item j in order
+// and writes its decision to Out[Idx[j]] (to Out[j] if Idx is nil). An item
+// that cannot be decided gets its error in Errs[j] (the shard allocates
+// Errs on the first such error); Err is set if the whole part failed. Then
+// the shard sends the batch on Done, which must have room for it.
 type Batch struct {
+	Reqs  []Request
+	Sel   []int32
 	Items []Item
 	Out   []algorithm.Decision
 	Idx   []int32
@@ -289,6 +272,39 @@ type Batch struct {
 
 	parked int  // items waiting for a load (shard-owned while in flight)
 	flush  bool // an item changed state: under write-through, answer after the save
+}
+
+// Len returns the number of items in b.
+func (b *Batch) Len() int {
+	switch {
+	case b.Sel != nil:
+		return len(b.Sel)
+	case b.Reqs != nil:
+		return len(b.Reqs)
+	}
+	return len(b.Items)
+}
+
+// item returns item j's key and cost.
+func (b *Batch) item(j int) (string, int64) {
+	switch {
+	case b.Sel != nil:
+		r := &b.Reqs[b.Sel[j]]
+		return r.Key, int64(r.Cost)
+	case b.Reqs != nil:
+		r := &b.Reqs[j]
+		return r.Key, int64(r.Cost)
+	}
+	it := &b.Items[j]
+	return it.Key, it.Cost
+}
+
+// out returns where item j's decision goes.
+func (b *Batch) out(j int) *algorithm.Decision {
+	if b.Idx != nil {
+		return &b.Out[b.Idx[j]]
+	}
+	return &b.Out[j]
 }
 
 // Check decides one request of cost for key. Cost 0 peeks.
@@ -363,14 +379,19 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		} else if s.p != nil {
 			s.batchStored(b, now)
 			return
-		} else {
-			for i := range b.Items {
-				it := &b.Items[i]
-				o := i
-				if b.Idx != nil {
-					o = int(b.Idx[i])
+		} else if b.Sel == nil && b.Idx == nil && b.Reqs != nil {
+			// The common shape (one shard, or scratch output): no indirection.
+			out := b.Out[:len(b.Reqs)]
+			for i := range b.Reqs {
+				r := &b.Reqs[i]
+				if err := s.check(r.Key, int64(r.Cost), now, &out[i]); err != nil {
+					b.setErr(i, err)
 				}
-				if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
+			}
+		} else {
+			for i := range b.Len() {
+				key, cost := b.item(i)
+				if err := s.check(key, cost, now, b.out(i)); err != nil {
 					b.setErr(i, err)
 				}
 			}
@@ -407,7 +428,7 @@ func (s *Shard[S]) handle(m Msg[S]) {
 
 // checkStored is a single check on a shard with a store.
 func (s *Shard[S]) checkStored(m Msg[S], now int64) {
-	if s.m[m.key] == nil && s.miss(m.key, parked{reply: m.reply, cost: m.cost}, now) {
+	if s.m.get(m.key) == nil && s.miss(m.key, parked{reply: m.reply, cost: m.cost}, now) {
 		return
 	}
 	err := s.check(m.key, m.cost, now, &s.scratch)
@@ -420,20 +441,16 @@ func (s *Shard[S]) checkStored(m Msg[S], now int64) {
 // held wait for their load; the batch is answered when all are decided.
 func (s *Shard[S]) batchStored(b *Batch, now int64) {
 	b.parked = 1 // held open while the items are dealt out
-	for i := range b.Items {
-		it := &b.Items[i]
-		if s.m[it.Key] == nil {
+	for i := range b.Len() {
+		key, cost := b.item(i)
+		if s.m.get(key) == nil {
 			b.parked++
-			if s.miss(it.Key, parked{batch: b, i: i}, now) {
+			if s.miss(key, parked{batch: b, i: i}, now) {
 				continue
 			}
 			b.parked--
 		}
-		o := i
-		if b.Idx != nil {
-			o = int(b.Idx[i])
-		}
-		if err := s.check(it.Key, it.Cost, now, &b.Out[o]); err != nil {
+		if err := s.check(key, cost, now, b.out(i)); err != nil {
 			b.setErr(i, err)
 		} else if s.changed {
 			b.flush = true
@@ -455,7 +472,7 @@ func (s *Shard[S]) applyStored(b *Batch) {
 	b.parked = 1
 	for i := range b.Items {
 		it := &b.Items[i]
-		if s.m[it.Key] == nil {
+		if s.m.get(it.Key) == nil {
 			b.parked++
 			if s.miss(it.Key, parked{batch: b, i: i, apply: true}, now) {
 				continue
@@ -474,7 +491,7 @@ func (s *Shard[S]) applyStored(b *Batch) {
 // setErr records item i's error.
 func (b *Batch) setErr(i int, err error) {
 	if b.Errs == nil {
-		b.Errs = make([]error, len(b.Items))
+		b.Errs = make([]error, b.Len())
 	}
 	b.Errs[i] = err
 }
@@ -482,7 +499,7 @@ func (b *Batch) setErr(i int, err error) {
 // publishLen makes the key count visible to Len before the shard answers,
 // so a caller that got its reply sees its own key counted.
 func (s *Shard[S]) publishLen() {
-	if n := int64(len(s.m)); n != s.keys.Load() {
+	if n := int64(s.m.len()); n != s.keys.Load() {
 		s.keys.Store(n)
 	}
 }
@@ -503,7 +520,8 @@ func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) err
 		*d = algorithm.Decision{}
 		return fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
 	}
-	p := s.m[key]
+	h := s.m.hash(key)
+	p := s.m.getHash(h, key)
 	var st S
 	if p != nil {
 		st = *p
@@ -531,7 +549,7 @@ func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) err
 				s.markDirty(key, st, true)
 			}
 			*p = next
-		} else if err := s.insert(key, next, now); err != nil {
+		} else if err := s.insertHash(h, key, next, now); err != nil {
 			*d = algorithm.Decision{}
 			return err
 		} else if s.p != nil {
@@ -543,7 +561,7 @@ func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) err
 }
 
 func (s *Shard[S]) apply(key string, at, cost int64) error {
-	if p := s.m[key]; p != nil {
+	if p := s.m.get(key); p != nil {
 		if s.p != nil {
 			s.markDirty(key, *p, true)
 		}
@@ -569,17 +587,20 @@ func (s *Shard[S]) apply(key string, at, cost int64) error {
 
 // insert adds a new key, making room under MaxKeys by evicting idle keys.
 func (s *Shard[S]) insert(key string, st S, now int64) error {
-	if s.maxKeys > 0 && len(s.m) >= s.maxKeys {
+	return s.insertHash(s.m.hash(key), key, st, now)
+}
+
+// insertHash is insert with the key's hash already computed.
+func (s *Shard[S]) insertHash(h uint64, key string, st S, now int64) error {
+	if s.maxKeys > 0 && s.m.len() >= s.maxKeys {
 		s.evict(now)
-		if len(s.m) >= s.maxKeys {
+		if s.m.len() >= s.maxKeys {
 			s.refused.Add(1)
-			return fmt.Errorf("%w: shard %d holds %d keys and none is idle", errs.Full, s.id, len(s.m))
+			return fmt.Errorf("%w: shard %d holds %d keys and none is idle", errs.Full, s.id, s.m.len())
 		}
 	}
 	// Clone: the caller's key may alias a buffer it will reuse.
-	p := new(S)
-	*p = st
-	s.m[strings.Clone(key)] = p
+	s.m.insertHash(h, strings.Clone(key), st)
 	return nil
 }
 
@@ -588,7 +609,7 @@ func (s *Shard[S]) insert(key string, st S, now int64) error {
 func (s *Shard[S]) evict(now int64) {
 	restarted := false
 	for range s.evictN {
-		k, v, ok := s.sweep.pull(s.m)
+		k, v, ok := s.sweep.next(s.m)
 		if !ok {
 			if restarted {
 				return
@@ -597,7 +618,7 @@ func (s *Shard[S]) evict(now int64) {
 			continue
 		}
 		if s.alg.IdleAt(*v) <= now {
-			delete(s.m, k)
+			s.m.delete(k)
 			s.evicted.Add(1)
 		}
 	}
@@ -605,7 +626,7 @@ func (s *Shard[S]) evict(now int64) {
 
 // sweepTick removes idle keys among the next SweepBudget keys of the pass.
 func (s *Shard[S]) sweepTick() {
-	if len(s.m) == 0 {
+	if s.m.len() == 0 {
 		s.sweep.reset()
 		return
 	}
@@ -614,12 +635,12 @@ func (s *Shard[S]) sweepTick() {
 		return
 	}
 	for range s.sweepN {
-		k, v, ok := s.sweep.pull(s.m)
+		k, v, ok := s.sweep.next(s.m)
 		if !ok {
 			break
 		}
 		if s.alg.IdleAt(*v) <= now {
-			delete(s.m, k)
+			s.m.delete(k)
 			s.swept.Add(1)
 		}
 	}
@@ -655,9 +676,9 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 			return err
 		}
 		prev := s.alg
-		for k, v := range s.m {
+		for k, v := range s.m.all() {
 			if prev.IdleAt(*v) <= now {
-				delete(s.m, k)
+				s.m.delete(k)
 				continue
 			}
 			if s.p != nil {
@@ -690,13 +711,13 @@ func (s *Shard[S]) CleanupStep(ctx context.Context, staleAfter time.Duration, bu
 		}
 		limit := now - int64(staleAfter)
 		for range budget {
-			k, v, ok := s.clean.pull(s.m)
+			k, v, ok := s.clean.next(s.m)
 			if !ok {
 				done = true
 				return nil
 			}
 			if s.alg.IdleAt(*v) <= limit {
-				delete(s.m, k)
+				s.m.delete(k)
 				removed++
 			}
 		}
@@ -719,8 +740,8 @@ func (s *Shard[S]) Snapshot(ctx context.Context) ([]Entry[S], error) {
 		if err != nil {
 			return err
 		}
-		out = make([]Entry[S], 0, len(s.m))
-		for k, v := range s.m {
+		out = make([]Entry[S], 0, s.m.len())
+		for k, v := range s.m.all() {
 			if s.alg.IdleAt(*v) > now {
 				out = append(out, Entry[S]{Key: k, State: *v})
 			}
@@ -743,7 +764,7 @@ func (s *Shard[S]) Restore(ctx context.Context, entries []Entry[S]) error {
 			if s.alg.IdleAt(e.State) <= now {
 				continue
 			}
-			if p := s.m[e.Key]; p != nil {
+			if p := s.m.get(e.Key); p != nil {
 				*p = e.State
 			} else if err := s.insert(e.Key, e.State, now); err != nil {
 				return err
