@@ -212,6 +212,12 @@ func (c *natsConn) send(ctx context.Context, cfg Config, end time.Time) {
 	seq := keyseq.NewSeq()
 	buf := make([]byte, 0, 64*c.batch+32)
 	p := pacer{start: c.base, rate: rate}
+	var ticks <-chan struct{}
+	if rate > 0 {
+		tk := startTicker(cfg.Tick)
+		defer tk.stop()
+		ticks = tk.c
+	}
 	var sent int64
 	for {
 		now := time.Now()
@@ -224,7 +230,11 @@ func (c *natsConn) send(ctx context.Context, cfg Config, end time.Time) {
 			if n <= 0 {
 				// Sleep until the next request is due; the timer's own
 				// slack shows up as send lag.
-				time.Sleep(max(p.at(sent).Sub(now), cfg.Tick))
+				select {
+				case <-ticks:
+				case <-ctx.Done():
+					return
+				}
 				continue
 			}
 		}

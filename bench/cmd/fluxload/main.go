@@ -81,6 +81,7 @@ type options struct {
 	redisBFlight int
 	useRequest   bool
 	cpuProfile   string
+	memProfile   string
 	strict       bool
 }
 
@@ -117,6 +118,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.redisBFlight, "redis-batch-inflight", 8, "pipelines in flight to Redis, batched")
 	fs.BoolVar(&o.useRequest, "request", false, "send with nc.Request from -inflight goroutines instead of the pipelined sender (closed-loop runs only)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole process (generator, in-process node and peers) to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the whole process to this file at the end")
 	fs.BoolVar(&o.strict, "strict", false, "exit with status 1 if a target is missed")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -185,6 +187,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	if o.memProfile != "" {
+		defer func() {
+			f, err := os.Create(o.memProfile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "fluxload:", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				fmt.Fprintln(os.Stderr, "fluxload:", err)
+			}
+		}()
 	}
 
 	url := o.natsURL
@@ -290,12 +306,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	for r := range o.runs {
 		for i, c := range cases {
 			for _, s := range systems {
+				c0, t0 := processCPU(), time.Now()
 				res, err := runOne(c, s, o.duration)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", s, c.name, err)
 				}
 				results[i][s] = append(results[i][s], res)
-				fmt.Fprintf(stdout, "round %d  %s\n", r+1, res)
+				fmt.Fprintf(stdout, "round %d  %s  [process CPU %s]\n", r+1, res, cpuShare(processCPU()-c0, time.Since(t0)))
 			}
 		}
 	}
@@ -354,11 +371,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				cfg.Rate, cfg.InFlight, cfg.Tick = rate, o.halfFlight, o.tick
 				var p50s, p99s []time.Duration
 				for range o.runs {
+					c0, t0 := processCPU(), time.Now()
 					res, err := fluxT.Run(ctx, cfg)
 					if err != nil {
 						return fmt.Errorf("%s: %w", cfg.Name, err)
 					}
-					fmt.Fprintln(stdout, res)
+					fmt.Fprintf(stdout, "%s  [process CPU %s]\n", res, cpuShare(processCPU()-c0, time.Since(t0)))
 					p50s = append(p50s, res.Latency.Quantile(0.5))
 					p99s = append(p99s, res.Latency.Quantile(0.99))
 				}
@@ -444,4 +462,13 @@ func sumErrors(rs []*load.Result) uint64 {
 		n += r.Errors
 	}
 	return n
+}
+
+// cpuShare formats CPU time used over a wall-clock span as a share of the
+// machine's cores: how busy generator, NATS and node kept the machine.
+func cpuShare(cpu, wall time.Duration) string {
+	if cpu <= 0 || wall <= 0 {
+		return "not measured"
+	}
+	return fmt.Sprintf("%.0f%% of %d cores", 100*cpu.Seconds()/wall.Seconds()/float64(runtime.NumCPU()), runtime.NumCPU())
 }
