@@ -225,13 +225,21 @@ func floorMod(a, b int64) int64 {
 
 // Step decides a request of the given cost at now.
 func (f FixedWindow) Step(s FixedState, now, cost int64) (FixedState, Decision, bool) {
+	var d Decision
+	next, changed := f.StepInto(s, now, cost, &d)
+	return next, d, changed
+}
+
+// StepInto is Step writing the decision into *d, which saves copying it
+// on the shard's hot path (see StepperInto).
+func (f FixedWindow) StepInto(s FixedState, now, cost int64, d *Decision) (FixedState, bool) {
 	r := s
 	if now >= s.End || s.Count <= 0 {
 		_, end := f.Bounds(now)
 		r = FixedState{End: end}
 	}
 	c := max(cost, 1)
-	d := Decision{Limit: int(f.limit)}
+	*d = Decision{Limit: int(f.limit)}
 	if cost == 0 || addSat(r.Count, c) > f.limit {
 		d.Remaining = int(min(max(f.limit-r.Count, 0), f.limit))
 		d.ResetAfter = f.resetAfter(r, now)
@@ -243,13 +251,13 @@ func (f FixedWindow) Step(s FixedState, now, cost int64) (FixedState, Decision, 
 		default:
 			d.Allowed = true
 		}
-		return s, d, false
+		return s, false
 	}
 	r.Count += cost
 	d.Allowed = true
 	d.Remaining = int(f.limit - r.Count)
 	d.ResetAfter = durationOf(r.End - now)
-	return r, d, true
+	return r, true
 }
 
 func (f FixedWindow) resetAfter(r FixedState, now int64) time.Duration {
@@ -322,3 +330,5 @@ func (FixedWindow) DecodeState(b []byte) (FixedState, error) {
 }
 
 var _ Algorithm[FixedState] = FixedWindow{}
+
+var _ StepperInto[FixedState] = FixedWindow{}

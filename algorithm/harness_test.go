@@ -70,6 +70,17 @@ func (h *harness[S]) step(s S, now, cost int64) (S, algorithm.Decision) {
 		_, peek1, _ = alg.Step(h.clone(s), now, 1)
 	}
 	applied := alg.Apply(h.clone(s), now, cost)
+	if in, ok := alg.(algorithm.StepperInto[S]); ok {
+		// Shards decide into reused slots: StepInto must write every field
+		// and agree with Step.
+		into := algorithm.Decision{Allowed: true, Limit: -7, Remaining: -7, RetryAfter: -7, ResetAfter: -7, Delay: -7}
+		n2, ch2 := in.StepInto(h.clone(s), now, cost, &into)
+		n1, d1, ch1 := alg.Step(h.clone(s), now, cost)
+		if into != d1 || ch1 != ch2 || !equalState(n1, n2) {
+			h.t.Fatalf("%s: cost %d at %d: StepInto into a used Decision gave %+v (changed %v, %v), Step %+v (changed %v, %v)",
+				alg.Name(), cost, now, into, ch2, n2, d1, ch1, n1)
+		}
+	}
 
 	next, d, changed := alg.Step(s, now, cost)
 

@@ -63,7 +63,15 @@ func (LeakyBucket) Fresh(int64) int64 { return math.MinInt64 }
 // Delay is the wait until the slot of its last unit begins; a peek reports
 // the Delay a cost-1 request would get.
 func (q LeakyBucket) Step(end, now, cost int64) (int64, Decision, bool) {
-	next, d, changed := q.g.Step(end, now, cost)
+	var d Decision
+	next, changed := q.StepInto(end, now, cost, &d)
+	return next, d, changed
+}
+
+// StepInto is Step writing the decision into *d, which saves copying it
+// on the shard's hot path (see StepperInto).
+func (q LeakyBucket) StepInto(end, now, cost int64, d *Decision) (int64, bool) {
+	next, changed := q.g.StepInto(end, now, cost, d)
 	if d.Allowed {
 		if cost == 0 {
 			d.Delay = durationOf(max(end, now) - now)
@@ -71,7 +79,7 @@ func (q LeakyBucket) Step(end, now, cost int64) (int64, Decision, bool) {
 			d.Delay = durationOf(next - q.g.t - now)
 		}
 	}
-	return next, d, changed
+	return next, changed
 }
 
 // Apply queues cost units accepted elsewhere at time at, without deciding.
@@ -107,3 +115,5 @@ func (LeakyBucket) DecodeState(b []byte) (int64, error) {
 }
 
 var _ Algorithm[int64] = LeakyBucket{}
+
+var _ StepperInto[int64] = LeakyBucket{}

@@ -81,9 +81,17 @@ func (l SlidingLog) live(s []int64, now int64) []int64 {
 
 // Step decides a request of the given cost at now.
 func (l SlidingLog) Step(s []int64, now, cost int64) ([]int64, Decision, bool) {
+	var d Decision
+	next, changed := l.StepInto(s, now, cost, &d)
+	return next, d, changed
+}
+
+// StepInto is Step writing the decision into *d, which saves copying it
+// on the shard's hot path (see StepperInto).
+func (l SlidingLog) StepInto(s []int64, now, cost int64, d *Decision) ([]int64, bool) {
 	lv := l.live(s, now)
 	n := int64(len(lv))
-	d := Decision{Limit: int(l.limit)}
+	*d = Decision{Limit: int(l.limit)}
 	c := max(cost, 1)
 	if cost == 0 || n+c > l.limit {
 		d.Remaining = int(max(l.limit-n, 0))
@@ -96,7 +104,7 @@ func (l SlidingLog) Step(s []int64, now, cost int64) ([]int64, Decision, bool) {
 		} else {
 			d.Allowed = true
 		}
-		return s, d, false
+		return s, false
 	}
 	t := now
 	if n > 0 && lv[n-1] > now {
@@ -106,7 +114,7 @@ func (l SlidingLog) Step(s []int64, now, cost int64) ([]int64, Decision, bool) {
 	d.Allowed = true
 	d.Remaining = int(l.limit - n - cost)
 	d.ResetAfter = durationOf(subSat(addSat(t, l.w), now))
-	return next, d, true
+	return next, true
 }
 
 func (l SlidingLog) resetAfter(lv []int64, now int64) time.Duration {
@@ -248,3 +256,5 @@ func (l SlidingLog) DecodeState(b []byte) ([]int64, error) {
 }
 
 var _ Algorithm[[]int64] = SlidingLog{}
+
+var _ StepperInto[[]int64] = SlidingLog{}

@@ -110,10 +110,18 @@ func (sw SlidingWindow) weighted(prev uint32, e int64) int64 {
 
 // Step decides a request of the given cost at now.
 func (sw SlidingWindow) Step(s SlidingState, now, cost int64) (SlidingState, Decision, bool) {
+	var d Decision
+	next, changed := sw.StepInto(s, now, cost, &d)
+	return next, d, changed
+}
+
+// StepInto is Step writing the decision into *d, which saves copying it
+// on the shard's hot path (see StepperInto).
+func (sw SlidingWindow) StepInto(s SlidingState, now, cost int64, d *Decision) (SlidingState, bool) {
 	r, e := sw.roll(s, now)
 	used := int64(r.Cur) + sw.weighted(r.Prev, e)
 	c := max(cost, 1)
-	d := Decision{Limit: int(sw.limit)}
+	*d = Decision{Limit: int(sw.limit)}
 	if cost == 0 || used+c > sw.limit {
 		d.Remaining = int(min(max(sw.limit-used, 0), sw.limit))
 		d.ResetAfter = sw.resetAfter(r, now)
@@ -122,13 +130,13 @@ func (sw SlidingWindow) Step(s SlidingState, now, cost int64) (SlidingState, Dec
 		} else {
 			d.Allowed = true
 		}
-		return s, d, false
+		return s, false
 	}
 	r.Cur = addU32(r.Cur, cost)
 	d.Allowed = true
 	d.Remaining = int(sw.limit - used - cost)
 	d.ResetAfter = sw.resetAfter(r, now)
-	return r, d, true
+	return r, true
 }
 
 // retryAfter is the shortest wait after which a request of cost c is
@@ -237,3 +245,5 @@ func addU32(a uint32, n int64) uint32 {
 }
 
 var _ Algorithm[SlidingState] = SlidingWindow{}
+
+var _ StepperInto[SlidingState] = SlidingWindow{}

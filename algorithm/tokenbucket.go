@@ -71,21 +71,29 @@ func (b TokenBucket) level(s TokenState, now int64) int64 {
 
 // Step decides a request of the given cost at now.
 func (b TokenBucket) Step(s TokenState, now, cost int64) (TokenState, Decision, bool) {
+	var d Decision
+	next, changed := b.StepInto(s, now, cost, &d)
+	return next, d, changed
+}
+
+// StepInto is Step writing the decision into *d, which saves copying it
+// on the shard's hot path (see StepperInto).
+func (b TokenBucket) StepInto(s TokenState, now, cost int64, d *Decision) (TokenState, bool) {
 	lv := b.level(s, now)
 	need := satMul(max(cost, 1), b.g.t)
 	if cost == 0 || lv < need {
-		d := b.describe(lv)
+		*d = b.describe(lv)
 		if lv < need {
 			d.RetryAfter = durationOf(subSat(need, lv))
 		} else {
 			d.Allowed = true
 		}
-		return s, d, false
+		return s, false
 	}
 	lv -= need
-	d := b.describe(lv)
+	*d = b.describe(lv)
 	d.Allowed = true
-	return TokenState{At: now, Tokens: lv}, d, true
+	return TokenState{At: now, Tokens: lv}, true
 }
 
 // describe fills Limit, Remaining and ResetAfter for a bucket holding lv
@@ -148,3 +156,5 @@ func (TokenBucket) DecodeState(b []byte) (TokenState, error) {
 func addSat(a, b int64) int64 { return satAdd(a, b) }
 
 var _ Algorithm[TokenState] = TokenBucket{}
+
+var _ StepperInto[TokenState] = TokenBucket{}
