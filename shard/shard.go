@@ -1,7 +1,7 @@
 // Package shard is the shard actor: one goroutine that owns the state of
-// every key hashed to it in a plain map (no locks, no atomics on the state)
-// and answers checks, batches, peeks, remote admissions, limit changes,
-// cleanups and snapshots sent over its mailbox.
+// every key hashed to it in a hash table of its own (no locks, no atomics
+// on the state; see table.go) and answers checks, batches, peeks, remote
+// admissions, limit changes, cleanups and snapshots sent over its mailbox.
 //
 // Stale keys are swept incrementally: every sweep tick visits at most a fixed
 // number of keys, resuming where the previous tick stopped, so no tick pauses
