@@ -261,6 +261,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return cfg
 	}
+	runEcho := func(cfg load.Config, batch int) (*load.Result, error) {
+		echoT := fluxT
+		echoT.Subject = load.SubjectEcho
+		if batch > 1 {
+			echoT.Subject = load.SubjectEchoBatch
+		}
+		return echoT.Run(ctx, cfg)
+	}
 	runOne := func(c loadCase, system string, d time.Duration) (*load.Result, error) {
 		switch system {
 		case "gubernator":
@@ -268,12 +276,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		case "redis":
 			return redisT.Run(ctx, cfgFor(c, system, d))
 		case "nats-echo":
-			echoT := fluxT
-			echoT.Subject = load.SubjectEcho
-			if c.batch > 1 {
-				echoT.Subject = load.SubjectEchoBatch
-			}
-			return echoT.Run(ctx, cfgFor(c, system, d))
+			return runEcho(cfgFor(c, system, d), c.batch)
 		}
 		return fluxT.Run(ctx, cfgFor(c, system, d))
 	}
@@ -388,6 +391,22 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 					if p99 >= targetHalfPeakP99 {
 						missed = append(missed, fmt.Sprintf("%s: p99 %v at half of peak ≥ %v", c.name, p99, targetHalfPeakP99))
 					}
+				}
+				if o.echo {
+					// The transport alone, at the same request rate: how much
+					// of the latency is NATS request-reply on this machine.
+					ecfg := cfg
+					ecfg.Name = "nats-echo, " + c.name + ", same rate"
+					var ep99s []time.Duration
+					for range o.runs {
+						res, err := runEcho(ecfg, c.batch)
+						if err != nil {
+							return fmt.Errorf("%s: %w", ecfg.Name, err)
+						}
+						fmt.Fprintf(stdout, "\n%s", res)
+						ep99s = append(ep99s, res.Latency.Quantile(0.99))
+					}
+					fmt.Fprintf(stdout, "\nthe NATS echo responder at the same rate: median p99 %v", medianOf(ep99s))
 				}
 				fmt.Fprint(stdout, "\n\n")
 			}
