@@ -1,8 +1,0 @@
-//go:build !unix
-
-package load
-
-import "time"
-
-// preciseSleep is time.Sleep where nanosleep is not available.
-func preciseSleep(d time.Duration) { time.Sleep(d) }
