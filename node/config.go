@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -133,10 +135,35 @@ type Config struct {
 	// store_prefix (node/store.go, docs/STORES.md).
 	StoreConfig `yaml:",inline"`
 
+	// TraceConfig: otlp_endpoint, trace_sample. The node does not read
+	// them: cmd/flux-node sets up its exporter from them and passes the
+	// node a TracerProvider (WithTracerProvider).
+	TraceConfig `yaml:",inline"`
+
 	// Limiters are the named limiters. A node configured with none runs
 	// one named "default" (DefaultLimiter).
 	Limiters map[string]LimiterConfig `yaml:"limiters"`
 }
+
+// TraceConfig is where flux-node exports its traces.
+type TraceConfig struct {
+	// OTLPEndpoint is the OTLP/HTTP collector traces are sent to, such as
+	// http://127.0.0.1:4318 (--otlp-endpoint); /v1/traces is appended
+	// unless the URL has a path. Empty: the standard
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT
+	// environment variable if set, else no tracing at all.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// TraceSample is the share of requests without a sampled parent whose
+	// spans are recorded, from 0 to 1 (--trace-sample;
+	// DefaultTraceSample when zero, and 0 cannot be asked for: leave the
+	// endpoint empty to trace nothing). A request whose sender sampled
+	// its trace (W3C traceparent) is always recorded.
+	TraceSample float64 `yaml:"trace_sample"`
+}
+
+// DefaultTraceSample is the share of requests traced when TraceSample is
+// zero: one in a hundred, so that tracing a busy node stays cheap.
+const DefaultTraceSample = 0.01
 
 // LimiterConfig is one named limiter: an algorithm and its parameters, as
 // in flux.Limit (docs/ALGORITHMS.md compares the algorithms). gcra (the
@@ -375,6 +402,14 @@ func (c Config) Validate() error {
 			// Wrapped, so errors.Is finds the library's sentinel too.
 			problems = append(problems, fmt.Errorf("%w: limiter %q: %w", ErrInvalidConfig, name, err))
 		}
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("otlp_endpoint (--otlp-endpoint) %q: want an http:// or https:// URL such as http://127.0.0.1:4318", c.OTLPEndpoint)
+		}
+	}
+	if math.IsNaN(c.TraceSample) || c.TraceSample < 0 || c.TraceSample > 1 {
+		bad("trace_sample (--trace-sample) %v: want more than 0, at most 1 (0: %v)", c.TraceSample, DefaultTraceSample)
 	}
 	problems = append(problems, c.validateCluster()...)
 	problems = append(problems, c.validateStore()...)

@@ -125,3 +125,23 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+func TestConfigTracing(t *testing.T) {
+	cfg, err := ParseConfig([]byte("otlp_endpoint: http://127.0.0.1:4318\ntrace_sample: 0.25\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OTLPEndpoint != "http://127.0.0.1:4318" || cfg.TraceSample != 0.25 {
+		t.Fatalf("tracing config %+v", cfg.TraceConfig)
+	}
+	for _, doc := range []string{
+		"trace_sample: 2\n",
+		"trace_sample: -1\n",
+		"otlp_endpoint: 127.0.0.1:4318\n",
+		"otlp_endpoint: grpc://127.0.0.1:4317\n",
+	} {
+		if _, err := ParseConfig([]byte(doc)); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%q: %v, want ErrInvalidConfig", doc, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -107,6 +108,16 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		return nil
 	})
 	storeFlags(fs, str, &ovs)
+	str("otlp-endpoint", "send traces to the OTLP/HTTP collector at `URL`, such as http://127.0.0.1:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing)",
+		func(c *node.Config, v string) { c.OTLPEndpoint = v })
+	fs.Func("trace-sample", fmt.Sprintf("`RATIO` (0 to 1) of requests traced when the sender did not sample them (default %v)", node.DefaultTraceSample), func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %q", v)
+		}
+		ovs = append(ovs, func(c *node.Config) error { c.TraceSample = f; return nil })
+		return nil
+	})
 	return config, &ovs
 }
 
@@ -177,7 +188,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	n, err := node.New(cfg, log)
+	tr, err := newTracer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	// Runs last: the node's final spans are exported after it stopped.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tr.shutdown(sctx); err != nil {
+			log.Warn("exporting the last traces failed", "error", err)
+		}
+	}()
+	if tr.tp != nil {
+		log.Info("tracing", "otlp_endpoint", cmp.Or(cfg.OTLPEndpoint, "from OTEL_EXPORTER_OTLP_*"), "sample", cmp.Or(cfg.TraceSample, node.DefaultTraceSample))
+	}
+
+	n, err := node.New(cfg, log, tr.options()...)
 	if err != nil {
 		return err
 	}
@@ -204,6 +231,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			next, err := loadConfig(*path, *ovs)
 			if err == nil {
 				err = n.Reload(next)
+			}
+			if err == nil && next.TraceConfig != cfg.TraceConfig {
+				log.Warn("SIGHUP: otlp_endpoint and trace_sample take effect at the next start")
 			}
 			if err != nil {
 				log.Error("SIGHUP: reload refused, the running config stays", "config", *path, "error", err)
