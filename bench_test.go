@@ -99,8 +99,9 @@ func BenchmarkCheckBatchParallel(b *testing.B) {
 }
 
 // BenchmarkShards compares shard counts: one check per call (parallel
-// callers) and 64 per batch (one caller). CPU time per op is reported
-// beside wall time because the machine the figures come from is shared.
+// callers), 64 per batch from one caller, and 64 per batch from parallel
+// callers. CPU time per op is reported beside wall time because the
+// machine the figures come from may be shared.
 func BenchmarkShards(b *testing.B) {
 	for _, n := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("check/shards=%d", n), func(b *testing.B) {
@@ -140,6 +141,57 @@ func BenchmarkShards(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
 			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N*64), "cpu-ns/key")
+		})
+		b.Run(fmt.Sprintf("batch-parallel/shards=%d", n), func(b *testing.B) {
+			l, err := flux.New(benchLimit, flux.WithShards(n))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			ctx := context.Background()
+			c0 := algCPUNanos()
+			b.RunParallel(func(pb *testing.PB) {
+				reqs := make([]flux.Request, 64)
+				out := make([]flux.Decision, 64)
+				i := 0
+				for pb.Next() {
+					for j := range reqs {
+						reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
+						i += 7
+					}
+					l.CheckBatch(ctx, reqs, out)
+				}
+			})
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
+			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N*64), "cpu-ns/key")
+		})
+	}
+}
+
+// BenchmarkCheckBatchSize splits a batch's cost into its fixed part (the
+// round trip to the shard) and its part per key: one caller, one shard.
+func BenchmarkCheckBatchSize(b *testing.B) {
+	for _, n := range []int{1, 8, 64, 512} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			l, err := flux.New(benchLimit)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			ctx := context.Background()
+			reqs := make([]flux.Request, n)
+			out := make([]flux.Decision, n)
+			i := 0
+			for b.Loop() {
+				for j := range reqs {
+					reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
+					i += 7
+				}
+				if err := l.CheckBatch(ctx, reqs, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
 		})
 	}
 }
