@@ -1,12 +1,12 @@
 // Package flux is an exact, fast rate limiter for Go services.
 //
 // A Limiter spreads keys over shard goroutines by a hash. Each shard owns
-// the state of its keys in a hash table of its own and answers requests sent
-// over its mailbox, so no lock guards the state and a check costs one
-// channel round trip. CheckBatch sends one message per shard for a whole batch, which is
-// the fast path when there is more than one key to check at a time; the
-// async API (CheckAsync, Future) lets one goroutine keep many checks in
-// flight.
+// the state of its keys in a hash table of its own and answers requests
+// sent over its mailbox, so no lock guards the state and a check costs one
+// channel round trip. CheckBatch sends one message per shard for a whole
+// batch, which is the fast path when there is more than one key to check
+// at a time; the async API (CheckAsync, Future) lets one goroutine keep
+// many checks in flight.
 //
 // The default algorithm is GCRA as FluxLimiter defines it: a Limit of Rate
 // requests per second with Burst extra requests admits Burst+1 requests at
@@ -689,6 +689,9 @@ func (g *group[S]) start(ctx context.Context, reqs []Request, out []Decision, di
 				p.sent = 0
 			}
 			if p.sent == 0 {
+				for i := range p.parts { // drop the references to the caller's slices
+					p.parts[i].b.Reqs, p.parts[i].b.Out = nil, nil
+				}
 				g.pool.Put(p)
 			}
 			return nil, err

@@ -379,15 +379,6 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		} else if s.p != nil {
 			s.batchStored(b, now)
 			return
-		} else if b.Sel == nil && b.Idx == nil && b.Reqs != nil {
-			// The common shape (one shard, or scratch output): no indirection.
-			out := b.Out[:len(b.Reqs)]
-			for i := range b.Reqs {
-				r := &b.Reqs[i]
-				if err := s.check(r.Key, int64(r.Cost), now, &out[i]); err != nil {
-					b.setErr(i, err)
-				}
-			}
 		} else {
 			for i := range b.Len() {
 				key, cost := b.item(i)
