@@ -7,8 +7,6 @@ import (
 	"math"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,46 +205,7 @@ func TestAtomicTwoConnections(t *testing.T) {
 	sa := newStore(t, jsA, natskv.Options{Bucket: bucket})
 	sb := newStore(t, jsB, natskv.Options{Bucket: bucket})
 	g, _ := algorithm.NewGCRA(100, 9) // capacity 10, T = 10 ms
-	now := time.Now().UnixNano()
-	tat := g.Fresh(now)
-	const perStore, goroutines, steps = 20, 4, 3
-	total, want := 0, 0
-	for step := range steps {
-		for range 2 * perStore {
-			var d algorithm.Decision
-			tat, d, _ = g.Step(tat, now, 1)
-			if d.Allowed {
-				want++
-			}
-		}
-		var got atomic.Int64
-		var wg sync.WaitGroup
-		for _, s := range []*natskv.Store{sa, sb} {
-			for range goroutines {
-				wg.Go(func() {
-					for range perStore / goroutines {
-						d, err := s.CheckGCRA(t.Context(), "api", "hot", g, now, 1)
-						if err != nil {
-							t.Errorf("CheckGCRA: %v", err)
-							return
-						}
-						if d.Allowed {
-							got.Add(1)
-						}
-					}
-				})
-			}
-		}
-		wg.Wait()
-		total += int(got.Load())
-		if total != want {
-			t.Fatalf("after step %d: two connections admitted %d, algorithm.GCRA admits %d", step, total, want)
-		}
-		now += 4 * g.Interval()
-	}
-	if want != 10+4*(steps-1) {
-		t.Fatalf("reference admitted %d", want)
-	}
+	storetest.SharedExact(t, []store.AtomicGCRA{sa, sb}, g, 4, 5, 3, 4)
 }
 
 // TestServerDown: once the server is gone, calls fail within their

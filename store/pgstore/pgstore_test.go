@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,57 +217,17 @@ func TestBackgroundCleanup(t *testing.T) {
 	}
 }
 
-// TestAtomicTwoPools: two stores on two independent pools hammer one key at
-// the same manual instants; together they admit exactly what
-// algorithm.GCRA admits.
+// TestAtomicTwoPools: two stores on two pools hammer one key at the same
+// manual instants; together they admit exactly what algorithm.GCRA admits.
 func TestAtomicTwoPools(t *testing.T) {
 	poolA, poolB := newPool(t), newPool(t)
 	name := schema(t, poolA)
 	sa := newStore(t, poolA, pgstore.Options{Schema: name})
 	sb := newStore(t, poolB, pgstore.Options{Schema: name})
-	g, _ := algorithm.NewGCRA(100, 19) // capacity 20, T = 10 ms
-	now := time.Now().UnixNano()
-	tat := g.Fresh(now)
 	retries := pgstore.GCRARetries()
 	defer func() { t.Logf("statement retries after a lost race: %d", pgstore.GCRARetries()-retries) }()
-	const perStore, goroutines, steps = 40, 8, 4
-	total, want := 0, 0
-	for step := range steps {
-		for range 2 * perStore {
-			var d algorithm.Decision
-			tat, d, _ = g.Step(tat, now, 1)
-			if d.Allowed {
-				want++
-			}
-		}
-		var got atomic.Int64
-		var wg sync.WaitGroup
-		for _, s := range []*pgstore.Store{sa, sb} {
-			for range goroutines {
-				wg.Go(func() {
-					for range perStore / goroutines {
-						d, err := s.CheckGCRA(t.Context(), "api", "hot", g, now, 1)
-						if err != nil {
-							t.Errorf("CheckGCRA: %v", err)
-							return
-						}
-						if d.Allowed {
-							got.Add(1)
-						}
-					}
-				})
-			}
-		}
-		wg.Wait()
-		total += int(got.Load())
-		if total != want {
-			t.Fatalf("after step %d: two pools admitted %d in total, algorithm.GCRA admits %d", step, total, want)
-		}
-		now += 7 * g.Interval()
-	}
-	if want != 20+7*(steps-1) {
-		t.Fatalf("reference admitted %d, want %d", want, 20+7*(steps-1))
-	}
+	g, _ := algorithm.NewGCRA(100, 19) // capacity 20, T = 10 ms
+	storetest.SharedExact(t, []store.AtomicGCRA{sa, sb}, g, 8, 5, 4, 7)
 }
 
 // TestServerTime: with ServerTime, two pools hammering one key in real
@@ -279,37 +238,7 @@ func TestServerTime(t *testing.T) {
 	sa := newStore(t, poolA, pgstore.Options{Schema: name, ServerTime: true})
 	sb := newStore(t, poolB, pgstore.Options{Schema: name, ServerTime: true})
 	g, _ := algorithm.NewGCRA(20, 4) // capacity 5, T = 50 ms
-	start := time.Now()
-	stop := start.Add(300 * time.Millisecond)
-	var got, denied atomic.Int64
-	var wg sync.WaitGroup
-	for _, s := range []*pgstore.Store{sa, sb} {
-		for range 4 {
-			wg.Go(func() {
-				for time.Now().Before(stop) {
-					d, err := s.CheckGCRA(t.Context(), "api", "hot", g, 0, 1)
-					if err != nil {
-						t.Errorf("CheckGCRA: %v", err)
-						return
-					}
-					if d.Allowed {
-						got.Add(1)
-					} else {
-						denied.Add(1)
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	limit := 5 + int64(elapsed/(50*time.Millisecond)) + 1
-	if got.Load() > limit {
-		t.Fatalf("admitted %d in %v, limit %d", got.Load(), elapsed, limit)
-	}
-	if got.Load() < 5 || denied.Load() == 0 {
-		t.Fatalf("admitted %d, denied %d: the test did not saturate the key", got.Load(), denied.Load())
-	}
+	storetest.ServerTimeBound(t, []store.AtomicGCRA{sa, sb}, g, 4, 300*time.Millisecond)
 	// A peek reads the server clock too, and consumes nothing.
 	d1, err := sa.CheckGCRA(t.Context(), "api", "fresh", g, 0, 0)
 	if err != nil || !d1.Allowed || d1.Remaining != 5 {

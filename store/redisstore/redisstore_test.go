@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,55 +152,16 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
-// TestAtomicTwoClients: two stores on two independent connection pools
-// hammer one key at the same manual instants; together they admit exactly
-// what algorithm.GCRA admits.
+// TestAtomicTwoClients: two stores on two clients hammer one key at the
+// same manual instants; together they admit exactly what algorithm.GCRA
+// admits.
 func TestAtomicTwoClients(t *testing.T) {
 	rdbA, rdbB := newClient(t), newClient(t)
 	pre := prefix(t, rdbA)
 	sa := redisstore.New(rdbA, redisstore.Options{Prefix: pre})
 	sb := redisstore.New(rdbB, redisstore.Options{Prefix: pre})
 	g, _ := algorithm.NewGCRA(100, 19) // capacity 20, T = 10 ms
-	now := time.Now().UnixNano()
-	tat := g.Fresh(now)
-	const perClient, goroutines, steps = 60, 6, 5
-	total, want := 0, 0
-	for step := range steps {
-		for range 2 * perClient {
-			var d algorithm.Decision
-			tat, d, _ = g.Step(tat, now, 1)
-			if d.Allowed {
-				want++
-			}
-		}
-		var got atomic.Int64
-		var wg sync.WaitGroup
-		for _, s := range []*redisstore.Store{sa, sb} {
-			for range goroutines {
-				wg.Go(func() {
-					for range perClient / goroutines {
-						d, err := s.CheckGCRA(t.Context(), "api", "hot", g, now, 1)
-						if err != nil {
-							t.Errorf("CheckGCRA: %v", err)
-							return
-						}
-						if d.Allowed {
-							got.Add(1)
-						}
-					}
-				})
-			}
-		}
-		wg.Wait()
-		total += int(got.Load())
-		if total != want {
-			t.Fatalf("after step %d: two clients admitted %d in total, algorithm.GCRA admits %d", step, total, want)
-		}
-		now += 7 * g.Interval()
-	}
-	if want != 20+7*(steps-1) {
-		t.Fatalf("reference admitted %d, want %d", want, 20+7*(steps-1))
-	}
+	storetest.SharedExact(t, []store.AtomicGCRA{sa, sb}, g, 6, 10, 5, 7)
 }
 
 // TestServerTime: with ServerTime, two clients hammering one key in real
@@ -212,42 +172,7 @@ func TestServerTime(t *testing.T) {
 	sa := redisstore.New(rdbA, redisstore.Options{Prefix: pre, ServerTime: true})
 	sb := redisstore.New(rdbB, redisstore.Options{Prefix: pre, ServerTime: true})
 	g, _ := algorithm.NewGCRA(200, 9) // capacity 10, T = 5 ms
-	start := time.Now()
-	stop := start.Add(300 * time.Millisecond)
-	var got, denied atomic.Int64
-	var wg sync.WaitGroup
-	for _, s := range []*redisstore.Store{sa, sb} {
-		for range 4 {
-			wg.Go(func() {
-				for time.Now().Before(stop) {
-					// now is ignored: the server's clock decides.
-					d, err := s.CheckGCRA(t.Context(), "api", "hot", g, 0, 1)
-					if err != nil {
-						t.Errorf("CheckGCRA: %v", err)
-						return
-					}
-					if d.Allowed {
-						got.Add(1)
-					} else {
-						denied.Add(1)
-						if d.RetryAfter <= 0 || d.RetryAfter > 5*time.Millisecond {
-							t.Errorf("denied with RetryAfter %v, want in (0, 5ms]", d.RetryAfter)
-							return
-						}
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	limit := 10 + int64(elapsed/(5*time.Millisecond)) + 1
-	if got.Load() > limit {
-		t.Fatalf("admitted %d in %v, limit %d", got.Load(), elapsed, limit)
-	}
-	if got.Load() < 10 || denied.Load() == 0 {
-		t.Fatalf("admitted %d, denied %d: the test did not saturate the key", got.Load(), denied.Load())
-	}
+	storetest.ServerTimeBound(t, []store.AtomicGCRA{sa, sb}, g, 4, 300*time.Millisecond)
 }
 
 // TestSaturation: at the end of the int64 range the script saturates the

@@ -635,19 +635,28 @@ func testAtomicGCRA(t *testing.T, s store.Store) {
 }
 
 func testAtomicGCRAConcurrent(t *testing.T, s store.Store) {
-	a := s.(store.AtomicGCRA)
-	ctx := ctxT(t)
 	g, _ := algorithm.NewGCRA(50, 9) // capacity 10, one more every 20 ms
+	SharedExact(t, []store.AtomicGCRA{s.(store.AtomicGCRA)}, g, 8, 6, 4, 3)
+}
+
+// SharedExact checks that stores of one backend (one, or several clients,
+// pools or connections sharing its data) decide one key together exactly.
+// At each of steps instants, goroutines goroutines per store each send
+// perGoroutine cost-1 checks of the key, all at the same now; the stores
+// must admit in total what algorithm.GCRA admits for that many requests
+// at that instant (for cost 1 the count does not depend on the order).
+// Between instants now advances by advance emission intervals of g. Every
+// instant must saturate the key, so that the total is g's capacity plus
+// advance per later instant.
+func SharedExact(t *testing.T, stores []store.AtomicGCRA, g algorithm.GCRA, goroutines, perGoroutine, steps, advance int) {
+	t.Helper()
+	ctx := ctxT(t)
 	now := time.Now().UnixNano()
-	const workers, each, steps = 8, 6, 4
-	total := 0
-	// At each instant, workers×each requests race for the key; the store
-	// must admit exactly what algorithm.GCRA admits for that many requests
-	// at that instant (for cost 1 the count does not depend on the order).
 	tat := g.Fresh(now)
+	total := 0
 	for step := range steps {
 		want := 0
-		for range workers * each {
+		for range len(stores) * goroutines * perGoroutine {
 			var d algorithm.Decision
 			tat, d, _ = g.Step(tat, now, 1)
 			if d.Allowed {
@@ -656,29 +665,79 @@ func testAtomicGCRAConcurrent(t *testing.T, s store.Store) {
 		}
 		var got atomic.Int64
 		var wg sync.WaitGroup
-		for range workers {
+		for _, a := range stores {
+			for range goroutines {
+				wg.Go(func() {
+					for range perGoroutine {
+						d, err := a.CheckGCRA(ctx, lim, "hot", g, now, 1)
+						if err != nil {
+							t.Errorf("CheckGCRA: %v", err)
+							return
+						}
+						if d.Allowed {
+							got.Add(1)
+						}
+					}
+				})
+			}
+		}
+		wg.Wait()
+		if int(got.Load()) != want {
+			t.Fatalf("step %d: %d stores × %d goroutines × %d checks admitted %d, algorithm.GCRA admits %d",
+				step, len(stores), goroutines, perGoroutine, got.Load(), want)
+		}
+		total += want
+		now += int64(advance) * g.Interval()
+	}
+	if w := int(g.Capacity()) + advance*(steps-1); total != w {
+		t.Fatalf("admitted %d in total, want %d: the parameters do not saturate the key", total, w)
+	}
+}
+
+// ServerTimeBound checks stores of one backend configured to read the
+// backend's own clock (they are given now = 0): goroutines goroutines per
+// store hammer one key for d, and together they never admit more than g's
+// capacity plus one per emission interval elapsed (and one for rounding);
+// every denial carries a RetryAfter in (0, T].
+func ServerTimeBound(t *testing.T, stores []store.AtomicGCRA, g algorithm.GCRA, goroutines int, d time.Duration) {
+	t.Helper()
+	ctx := ctxT(t)
+	interval := time.Duration(g.Interval())
+	start := time.Now()
+	stop := start.Add(d)
+	var got, denied atomic.Int64
+	var wg sync.WaitGroup
+	for _, a := range stores {
+		for range goroutines {
 			wg.Go(func() {
-				for range each {
-					d, err := a.CheckGCRA(ctx, lim, "hot", g, now, 1)
+				for time.Now().Before(stop) {
+					// now is 0: the backend's clock decides.
+					dec, err := a.CheckGCRA(ctx, lim, "hot", g, 0, 1)
 					if err != nil {
 						t.Errorf("CheckGCRA: %v", err)
 						return
 					}
-					if d.Allowed {
+					if dec.Allowed {
 						got.Add(1)
+						continue
+					}
+					denied.Add(1)
+					if dec.RetryAfter <= 0 || dec.RetryAfter > interval {
+						t.Errorf("denied with RetryAfter %v, want in (0, %v]", dec.RetryAfter, interval)
+						return
 					}
 				}
 			})
 		}
-		wg.Wait()
-		if int(got.Load()) != want {
-			t.Fatalf("step %d: %d concurrent checks admitted %d, algorithm.GCRA admits %d", step, workers*each, got.Load(), want)
-		}
-		total += want
-		now += 3 * g.Interval() // three more become admissible
 	}
-	if total != 10+3*(steps-1) {
-		t.Fatalf("admitted %d in total, want %d", total, 10+3*(steps-1))
+	wg.Wait()
+	elapsed := time.Since(start)
+	limit := g.Capacity() + int64(elapsed/interval) + 1
+	if got.Load() > limit {
+		t.Fatalf("admitted %d in %v, limit %d", got.Load(), elapsed, limit)
+	}
+	if got.Load() < g.Capacity() || denied.Load() == 0 {
+		t.Fatalf("admitted %d, denied %d: the test did not saturate the key", got.Load(), denied.Load())
 	}
 }
 
