@@ -278,7 +278,6 @@ func TestUnreachable(t *testing.T) {
 			_ = c.Close()
 		}
 	})
-	g, _ := algorithm.NewGCRA(1, 1)
 	for _, tc := range []struct {
 		name, addr       string
 		deadline, within time.Duration
@@ -309,34 +308,7 @@ func TestUnreachable(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			ops := map[string]func(ctx context.Context) error{
-				"Load": func(ctx context.Context) error {
-					_, found, err := s.Load(ctx, "l", "k")
-					if found {
-						t.Error("Load reported found")
-					}
-					return err
-				},
-				"Save": func(ctx context.Context) error {
-					return s.Save(ctx, "l", []store.Entry{{Key: "k", State: []byte("x"), IdleAt: store.NoExpiry}})
-				},
-				"CheckGCRA": func(ctx context.Context) error {
-					_, err := s.CheckGCRA(ctx, "l", "k", g, 0, 1)
-					return err
-				},
-			}
-			for name, op := range ops {
-				ctx, cancel := context.WithTimeout(t.Context(), tc.deadline)
-				start := time.Now()
-				err := op(ctx)
-				cancel()
-				if err == nil {
-					t.Errorf("%s: nil error", name)
-				}
-				if d := time.Since(start); d > tc.within {
-					t.Errorf("%s took %v, want ≤ %v", name, d, tc.within)
-				}
-			}
+			storetest.Unreachable(t, s, tc.deadline, tc.within)
 		})
 	}
 }

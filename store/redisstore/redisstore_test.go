@@ -226,7 +226,6 @@ func TestUnreachable(t *testing.T) {
 		}
 	})
 
-	g, _ := algorithm.NewGCRA(1, 1)
 	for _, tc := range []struct {
 		name, addr string
 		deadline   time.Duration
@@ -238,36 +237,7 @@ func TestUnreachable(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: tc.addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
 			defer rdb.Close()
 			s := redisstore.New(rdb, redisstore.Options{})
-			ops := map[string]func(ctx context.Context) error{
-				"Load": func(ctx context.Context) error {
-					_, found, err := s.Load(ctx, "l", "k")
-					if found {
-						t.Error("Load reported found")
-					}
-					return err
-				},
-				"Save": func(ctx context.Context) error {
-					return s.Save(ctx, "l", []store.Entry{{Key: "k", State: []byte("x"), IdleAt: store.NoExpiry}})
-				},
-				"CheckGCRA": func(ctx context.Context) error {
-					_, err := s.CheckGCRA(ctx, "l", "k", g, 0, 1)
-					return err
-				},
-			}
-			for name, op := range ops {
-				ctx, cancel := context.WithTimeout(t.Context(), tc.deadline)
-				start := time.Now()
-				err := op(ctx)
-				cancel()
-				if err == nil {
-					t.Errorf("%s: nil error against %s", name, tc.name)
-				}
-				d := time.Since(start)
-				if d > tc.deadline+500*time.Millisecond {
-					t.Errorf("%s took %v, deadline %v", name, d, tc.deadline)
-				}
-				t.Logf("%s: %v after %v", name, err, d)
-			}
+			storetest.Unreachable(t, s, tc.deadline, tc.deadline+500*time.Millisecond)
 		})
 	}
 

@@ -741,6 +741,47 @@ func ServerTimeBound(t *testing.T, stores []store.AtomicGCRA, g algorithm.GCRA, 
 	}
 }
 
+// Unreachable checks a store whose backend cannot be reached (a closed
+// port, a server that never answers): Load, Save and, if the store has it,
+// CheckGCRA each fail when given a context with the deadline, within
+// `within` of being called, and Load never reports a key found.
+func Unreachable(t *testing.T, s store.Store, deadline, within time.Duration) {
+	t.Helper()
+	g, _ := algorithm.NewGCRA(1, 1)
+	ops := map[string]func(ctx context.Context) error{
+		"Load": func(ctx context.Context) error {
+			_, found, err := s.Load(ctx, "l", "k")
+			if found {
+				t.Error("Load reported found")
+			}
+			return err
+		},
+		"Save": func(ctx context.Context) error {
+			return s.Save(ctx, "l", []store.Entry{{Key: "k", State: []byte("x"), IdleAt: store.NoExpiry}})
+		},
+	}
+	if a, ok := s.(store.AtomicGCRA); ok {
+		ops["CheckGCRA"] = func(ctx context.Context) error {
+			_, err := a.CheckGCRA(ctx, "l", "k", g, 0, 1)
+			return err
+		}
+	}
+	for name, op := range ops {
+		ctx, cancel := context.WithTimeout(t.Context(), deadline)
+		start := time.Now()
+		err := op(ctx)
+		cancel()
+		d := time.Since(start)
+		if err == nil {
+			t.Errorf("%s: nil error", name)
+		}
+		if d > within {
+			t.Errorf("%s took %v, want ≤ %v", name, d, within)
+		}
+		t.Logf("%s: %v after %v", name, err, d)
+	}
+}
+
 func testAtomicGCRABatch(t *testing.T, s store.Store) {
 	a := s.(store.AtomicGCRABatch)
 	ctx := ctxT(t)
