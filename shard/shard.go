@@ -35,6 +35,11 @@ const (
 	DefaultCleanBudget = 4096
 )
 
+// compactBudget is how many mostly empty subtables of the key table a sweep
+// tick or cleanup step rebuilds smaller (table.compact): each moves at most
+// maxTableSlots entries.
+const compactBudget = 16
+
 // Config sets up a shard.
 type Config[S any] struct {
 	ID        int
@@ -617,6 +622,9 @@ func (s *Shard[S]) evict(now int64) {
 
 // sweepTick removes idle keys among the next SweepBudget keys of the pass.
 func (s *Shard[S]) sweepTick() {
+	// Give back the memory of subtables earlier deletions emptied, a few
+	// per tick, after this tick's own deletions.
+	defer s.m.compact(compactBudget)
 	if s.m.len() == 0 {
 		s.sweep.reset()
 		return
@@ -705,13 +713,14 @@ func (s *Shard[S]) CleanupStep(ctx context.Context, staleAfter time.Duration, bu
 			k, v, ok := s.clean.next(s.m)
 			if !ok {
 				done = true
-				return nil
+				break
 			}
 			if s.alg.IdleAt(*v) <= limit {
 				s.m.delete(k)
 				removed++
 			}
 		}
+		s.m.compact(compactBudget)
 		return nil
 	})
 	return removed, done, err

@@ -214,3 +214,46 @@ func TestSetAlgorithmRebases(t *testing.T) {
 		t.Fatalf("cost above the new capacity: %v", err)
 	}
 }
+
+// After a surge of keys is swept, the shard's table gives its memory back
+// over the following sweep ticks.
+func TestSweepGivesMemoryBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := clock.Func(func() (int64, error) { return time.Now().UnixNano(), nil }) // synctest's fake time
+		s := New(Config[int64]{Algorithm: gcra(t, 10, 0), Clock: clk, SweepEvery: time.Second, SweepBudget: 1 << 20})
+		defer s.Stop()
+		ctx := context.Background()
+		const n = 50_000
+		items := make([]Request, n)
+		for i := range items {
+			items[i] = Request{Key: fmt.Sprintf("spray-%d", i), Cost: 1}
+		}
+		out := make([]algorithm.Decision, n)
+		b := &Batch{Reqs: items, Out: out, Done: make(chan *Batch, 1)}
+		if err := s.SendBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		<-b.Done
+		if b.Err != nil || s.Len() != n {
+			t.Fatalf("batch: %v, %d keys", b.Err, s.Len())
+		}
+		tableSlots := func() int {
+			var got int
+			if err := s.do(ctx, func(s *Shard[int64]) error { got = slots(s.m); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		peak := tableSlots()
+		// Every key is idle 100 ms later: the first tick sweeps them all,
+		// the following ones compact 16 subtables each.
+		time.Sleep(60 * time.Second)
+		synctest.Wait()
+		if s.Len() != 0 || s.Stats().Swept != n {
+			t.Fatalf("%d keys left, %d swept", s.Len(), s.Stats().Swept)
+		}
+		if after := tableSlots(); after*50 > peak {
+			t.Fatalf("table has %d slots after sweeping every key, %d at the peak", after, peak)
+		}
+	})
+}

@@ -19,15 +19,20 @@ import (
 // insert never rehashes more than maxTableSlots keys, whatever the size of
 // the table. Deletion leaves a tombstone only where a probe may have passed
 // the slot; tombstones are dropped when their subtable is rebuilt.
+// Subtables that deletions leave less than an eighth full are rebuilt
+// smaller by compact, which the shard calls after its sweeps, so memory
+// taken by a surge of keys comes back once they are gone (a Go map never
+// shrinks).
 //
 // Pointers returned by get and by the iterators stay valid until the next
 // insert. A table is not safe for concurrent use: its shard's goroutine
 // owns it.
 type table[S any] struct {
-	seed  maphash.Seed
-	dir   []*subtable[S] // 1<<depth entries
-	depth uint8          // global depth
-	used  int
+	seed   maphash.Seed
+	dir    []*subtable[S] // 1<<depth entries
+	depth  uint8          // global depth
+	used   int
+	sparse []*subtable[S] // subtables deletions left mostly empty (compact)
 }
 
 const (
@@ -85,6 +90,7 @@ type subtable[S any] struct {
 	growthLeft int        // empty slots that may still be filled before a rebuild
 	depth      uint8      // local depth: the directory bits this subtable owns
 	index      int        // first directory entry pointing to it
+	sparse     bool       // queued in table.sparse
 }
 
 func newSubtable[S any](slots int, depth uint8, index int) *subtable[S] {
@@ -200,12 +206,59 @@ func (t *table[S]) delete(key string) bool {
 			} else {
 				g.ctrl.set(i, ctrlDeleted)
 			}
+			if !st.sparse && shrinkable(st) {
+				st.sparse = true
+				t.sparse = append(t.sparse, st)
+			}
 			return true
 		}
 		if g.ctrl.matchEmpty() != 0 {
 			return false
 		}
 	}
+}
+
+// shrinkable reports whether st is less than an eighth full and a smaller
+// subtable would hold its entries.
+func shrinkable[S any](st *subtable[S]) bool {
+	return st.used*8 < st.slots() && shrinkSize(st.used) < st.slots()
+}
+
+// shrinkSize is the smallest subtable size that holds used entries at
+// most 7/16 full, so that it has room to grow again before its next
+// rebuild.
+func shrinkSize(used int) int {
+	n := groupSlots
+	for n*7/16 < used {
+		n *= 2
+	}
+	return n
+}
+
+// compact rebuilds at a smaller size up to budget of the subtables that
+// deletions left less than an eighth full, so that the memory a surge of
+// keys took comes back once they are swept. Each rebuild moves at most
+// maxTableSlots entries. Like insert, it moves entries: it must not run
+// while an all loop is active or a pointer from get is still used; paused
+// cursors cope (they walk a rebuilt subtable again). It reports whether
+// subtables are still waiting.
+func (t *table[S]) compact(budget int) bool {
+	n := 0
+	for _, st := range t.sparse {
+		if n == budget {
+			break
+		}
+		n++
+		st.sparse = false
+		if t.dir[st.index] != st || !shrinkable(st) {
+			continue // rebuilt or split since, or filled up again
+		}
+		t.replace(st, t.rehash(st, shrinkSize(st.used), st.depth, st.index, 0, 0))
+	}
+	rest := copy(t.sparse, t.sparse[n:])
+	clear(t.sparse[rest:])
+	t.sparse = t.sparse[:rest]
+	return rest > 0
 }
 
 // rebuild makes room in st, which has no growth left: the same size again

@@ -159,6 +159,7 @@ func TestTableCursorSurvivesGrowth(t *testing.T) {
 					deleted[k] = true
 				}
 			}
+			tb.compact(4) // as a sweep tick does after its deletions
 		}
 		if len(tb.dir) == splits && pass == 0 {
 			t.Fatal("the directory never grew during a pass: the test does not exercise splits")
@@ -194,6 +195,74 @@ func TestTableDeleteThenReinsertKeepsProbesWorking(t *testing.T) {
 	checkTable(t, tb, model)
 	if n := len(tb.dir); n > 4 {
 		t.Fatalf("97 churning keys grew the directory to %d entries", n)
+	}
+}
+
+// slots counts the slots of every subtable.
+func slots[S any](tb *table[S]) int {
+	n := 0
+	for i, st := range tb.dir {
+		if st.index == i {
+			n += st.slots()
+		}
+	}
+	return n
+}
+
+// A surge of keys, then their deletion: compaction gives the memory back,
+// a few subtables per call, and the table stays correct throughout.
+func TestTableCompactsAfterASurge(t *testing.T) {
+	tb := newTable[int64](maphash.MakeSeed())
+	model := map[string]int64{}
+	for i := range 100_000 {
+		k := fmt.Sprintf("spray-%d", i)
+		tb.insert(k, int64(i))
+		model[k] = int64(i)
+	}
+	peak := slots(tb)
+	// Keep one key in 500, delete the rest through a paused pass, as the
+	// sweep does, compacting after each step.
+	var c cursor[int64]
+	for {
+		k, _, ok := c.next(tb)
+		if !ok {
+			break
+		}
+		var i int
+		fmt.Sscanf(k, "spray-%d", &i)
+		if i%500 != 0 {
+			tb.delete(k)
+			delete(model, k)
+		}
+		tb.compact(2)
+	}
+	for tb.compact(16) {
+	}
+	checkTable(t, tb, model)
+	after := slots(tb)
+	// 200 keys left; each subtable shrinks to the smallest size holding
+	// its share at most 7/16 full.
+	if after*20 > peak {
+		t.Fatalf("%d slots after deleting 99.8%% of the keys, %d at the peak: not compacted", after, peak)
+	}
+	if len(tb.sparse) != 0 {
+		t.Fatalf("%d subtables still queued", len(tb.sparse))
+	}
+	// The compacted table keeps working, growing again.
+	for i := range 50_000 {
+		k := fmt.Sprintf("again-%d", i)
+		tb.insert(k, 1)
+		model[k] = 1
+	}
+	checkTable(t, tb, model)
+}
+
+func TestShrinkSize(t *testing.T) {
+	for used := range 2000 {
+		n := shrinkSize(used)
+		if n < groupSlots || n&(n-1) != 0 || n*7/16 < used || (n > groupSlots && (n/2)*7/16 >= used) {
+			t.Fatalf("shrinkSize(%d) = %d", used, n)
+		}
 	}
 }
 
