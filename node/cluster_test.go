@@ -23,6 +23,7 @@ import (
 
 	"github.com/fluxlimiter/flux/bus"
 	"github.com/fluxlimiter/flux/cluster"
+	"github.com/fluxlimiter/flux/cluster/clustertest"
 )
 
 // These tests run real flux-nodes (New + Start, each with its embedded
@@ -77,7 +78,11 @@ func (pc *proxied) close() {
 func newRouteProxies(t *testing.T, n int) *routeProxies {
 	t.Helper()
 	p := &routeProxies{cutTo: map[int]bool{}, cutFrom: map[string]bool{}, conns: map[*proxied]struct{}{}}
-	for _, port := range freePorts(t, n) {
+	ports, err := clustertest.FreePorts(n) // below the ephemeral range
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range ports {
 		p.targets = append(p.targets, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	for i := range n {
@@ -98,26 +103,6 @@ func newRouteProxies(t *testing.T, n int) *routeProxies {
 	}
 	t.Cleanup(p.close)
 	return p
-}
-
-// freePorts reserves n loopback ports (another process may take one before
-// it is bound again; unlikely, and the test then fails to start).
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
 }
 
 func (p *routeProxies) addr(i int) string { return p.lns[i].Addr().String() }

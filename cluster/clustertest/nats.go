@@ -7,7 +7,9 @@ package clustertest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,25 +23,31 @@ type Servers struct {
 	alive   []bool
 }
 
-// reservePorts finds n free loopback ports. Another process may take one
-// before the server binds it; StartServers then fails and can be retried.
-func reservePorts(n int) ([]int, error) {
-	ports := make([]int, n)
-	ls := make([]net.Listener, n)
-	defer func() {
-		for _, l := range ls {
-			if l != nil {
-				_ = l.Close()
-			}
+// FreePorts returns n loopback ports that are free now, for servers that
+// must be told their port before they start, such as route ports every
+// peer lists. They are drawn below the kernel's usual ephemeral range
+// (32768 and up), from which every ":0" listener and every outgoing
+// connection takes its port, so that nothing else in a test run takes one
+// before its server binds it. (With ports from ":0" a node in a CI run
+// once waited 30 s for its route listener.) A port can still be taken by
+// a program that binds fixed ports; the server then fails to start.
+func FreePorts(n int) ([]int, error) {
+	const lo, hi = 20000, 32000
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			return nil, fmt.Errorf("clustertest: no free loopback port in [%d, %d) after 1000 tries", lo, hi)
 		}
-	}()
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port := lo + rand.IntN(hi-lo)
+		if slices.Contains(ports, port) {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			return nil, err
+			continue // in use
 		}
-		ls[i] = l
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		ports = append(ports, port)
 	}
 	return ports, nil
 }
@@ -50,7 +58,7 @@ func StartServers(n int, timeout time.Duration) (*Servers, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("clustertest: %d servers", n)
 	}
-	ports, err := reservePorts(n)
+	ports, err := FreePorts(n)
 	if err != nil {
 		return nil, err
 	}
