@@ -15,7 +15,9 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -549,4 +551,25 @@ func (n *Node) serveHTTP(ln net.Listener) {
 		}
 	})
 	n.log.Info("HTTP admin listening", "http_addr", n.httpAddr, "endpoints", "/healthz /readyz /metrics")
+}
+
+// GCPercent is the garbage collector's target (GOGC) flux-node runs with
+// unless GOGC or GOMEMLIMIT is set: NATS allocates a little for every
+// message while a node's live heap stays small, so Go's default (100)
+// collects very often; 400 cut the CPU per single check by about a quarter
+// in BenchmarkNATSCheck, at the cost of more heap headroom (bound it with
+// GOMEMLIMIT).
+const GCPercent = 400
+
+// TuneGC sets the garbage collector's target to GCPercent, as flux-node
+// does when it starts, unless the GOGC or GOMEMLIMIT environment variable
+// is set; it reports whether it did. It changes a process-wide setting: a
+// program that embeds a node calls it only if the node's traffic dominates
+// the process.
+func TuneGC() bool {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return false
+	}
+	debug.SetGCPercent(GCPercent)
+	return true
 }

@@ -11,7 +11,6 @@ import (
 	"maps"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,7 +174,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	setGC()
+	node.TuneGC()
 	var level slog.LevelVar
 	lv, _ := parseLevel(cfg.LogLevel)
 	level.Set(lv)
@@ -271,17 +270,4 @@ func hint(cfg node.Config, url string) string {
 		name = slices.Sorted(maps.Keys(cfg.Limiters))[0]
 	}
 	return strings.Join(append(parts, name, "alice"), " ")
-}
-
-// gcPercent is the GC target flux-node runs with unless GOGC or GOMEMLIMIT
-// is set. NATS allocates a little for every message while the node's live
-// heap stays small, so Go's default (100) collects very often; 400 cut the
-// CPU per single check by about a quarter in BenchmarkNATSCheck, at the
-// cost of more heap headroom (bound it with GOMEMLIMIT).
-const gcPercent = 400
-
-func setGC() {
-	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/fluxlimiter/flux/bench"
 	"github.com/fluxlimiter/flux/bench/load"
+	"github.com/fluxlimiter/flux/node"
 )
 
 func main() {
@@ -213,6 +214,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer stop()
 		where = "flux-node in-process at " + url
+		// Run the process as the flux-node binary runs (GOGC=400 unless
+		// GOGC or GOMEMLIMIT is set): the node's traffic dominates it.
+		if node.TuneGC() {
+			where += fmt.Sprintf(" (GOGC=%d, as the binary)", node.GCPercent)
+		}
 	}
 	sender := "pipelined sender"
 	if o.useRequest {
