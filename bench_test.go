@@ -20,13 +20,30 @@ var benchKeys = func() []string {
 // benchLimit never denies, so every check does the full admit path.
 var benchLimit = flux.Limit{Rate: 1e9, Burst: 1e6}
 
-// BenchmarkCheck: parallel callers, one key per check, over 10k keys.
-func BenchmarkCheck(b *testing.B) {
-	l, err := flux.New(benchLimit)
+// benchLimiter returns a limiter with benchLimit, closed when b ends.
+func benchLimiter(b *testing.B, opts ...flux.Option) *flux.Limiter {
+	b.Helper()
+	l, err := flux.New(benchLimit, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
+	b.Cleanup(func() { l.Close() })
+	return l
+}
+
+// nextKeys fills reqs with cost-1 checks of the keys from benchKeys[i] on,
+// in steps of 7, and returns where the next call continues.
+func nextKeys(reqs []flux.Request, i int) int {
+	for j := range reqs {
+		reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
+		i += 7
+	}
+	return i
+}
+
+// BenchmarkCheck: parallel callers, one key per check, over 10k keys.
+func BenchmarkCheck(b *testing.B) {
+	l := benchLimiter(b)
 	ctx := context.Background()
 	b.ReportAllocs()
 	c0 := algCPUNanos()
@@ -46,11 +63,7 @@ func BenchmarkCheck(b *testing.B) {
 // BenchmarkCheckBatch: 64 requests per call over 10k keys, one caller.
 // ns/key is the figure to compare with per-check costs.
 func BenchmarkCheckBatch(b *testing.B) {
-	l, err := flux.New(benchLimit)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	l := benchLimiter(b)
 	ctx := context.Background()
 	reqs := make([]flux.Request, 64)
 	out := make([]flux.Decision, 64)
@@ -58,10 +71,7 @@ func BenchmarkCheckBatch(b *testing.B) {
 	b.ReportAllocs()
 	c0 := algCPUNanos()
 	for b.Loop() {
-		for j := range reqs {
-			reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
-			i += 7
-		}
+		i = nextKeys(reqs, i)
 		if err := l.CheckBatch(ctx, reqs, out); err != nil {
 			b.Fatal(err)
 		}
@@ -73,11 +83,7 @@ func BenchmarkCheckBatch(b *testing.B) {
 // BenchmarkCheckBatchParallel: the same with parallel callers, as a node
 // serving many batch requests at once would call it.
 func BenchmarkCheckBatchParallel(b *testing.B) {
-	l, err := flux.New(benchLimit)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	l := benchLimiter(b)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -85,10 +91,7 @@ func BenchmarkCheckBatchParallel(b *testing.B) {
 		out := make([]flux.Decision, 64)
 		i := 0
 		for pb.Next() {
-			for j := range reqs {
-				reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
-				i += 7
-			}
+			i = nextKeys(reqs, i)
 			if err := l.CheckBatch(ctx, reqs, out); err != nil {
 				b.Error(err)
 				return
@@ -105,11 +108,7 @@ func BenchmarkCheckBatchParallel(b *testing.B) {
 func BenchmarkShards(b *testing.B) {
 	for _, n := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("check/shards=%d", n), func(b *testing.B) {
-			l, err := flux.New(benchLimit, flux.WithShards(n))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
+			l := benchLimiter(b, flux.WithShards(n))
 			ctx := context.Background()
 			c0 := algCPUNanos()
 			b.RunParallel(func(pb *testing.PB) {
@@ -122,32 +121,21 @@ func BenchmarkShards(b *testing.B) {
 			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N), "cpu-ns/op")
 		})
 		b.Run(fmt.Sprintf("batch/shards=%d", n), func(b *testing.B) {
-			l, err := flux.New(benchLimit, flux.WithShards(n))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
+			l := benchLimiter(b, flux.WithShards(n))
 			ctx := context.Background()
 			reqs := make([]flux.Request, 64)
 			out := make([]flux.Decision, 64)
 			i := 0
 			c0 := algCPUNanos()
 			for b.Loop() {
-				for j := range reqs {
-					reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
-					i += 7
-				}
+				i = nextKeys(reqs, i)
 				l.CheckBatch(ctx, reqs, out)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
 			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N*64), "cpu-ns/key")
 		})
 		b.Run(fmt.Sprintf("batch-parallel/shards=%d", n), func(b *testing.B) {
-			l, err := flux.New(benchLimit, flux.WithShards(n))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
+			l := benchLimiter(b, flux.WithShards(n))
 			ctx := context.Background()
 			c0 := algCPUNanos()
 			b.RunParallel(func(pb *testing.PB) {
@@ -155,10 +143,7 @@ func BenchmarkShards(b *testing.B) {
 				out := make([]flux.Decision, 64)
 				i := 0
 				for pb.Next() {
-					for j := range reqs {
-						reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
-						i += 7
-					}
+					i = nextKeys(reqs, i)
 					l.CheckBatch(ctx, reqs, out)
 				}
 			})
@@ -173,20 +158,13 @@ func BenchmarkShards(b *testing.B) {
 func BenchmarkCheckBatchSize(b *testing.B) {
 	for _, n := range []int{1, 8, 64, 512} {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-			l, err := flux.New(benchLimit)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
+			l := benchLimiter(b)
 			ctx := context.Background()
 			reqs := make([]flux.Request, n)
 			out := make([]flux.Decision, n)
 			i := 0
 			for b.Loop() {
-				for j := range reqs {
-					reqs[j] = flux.Request{Key: benchKeys[i%len(benchKeys)], Cost: 1}
-					i += 7
-				}
+				i = nextKeys(reqs, i)
 				if err := l.CheckBatch(ctx, reqs, out); err != nil {
 					b.Fatal(err)
 				}
