@@ -3,7 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/internal/faultproxy"
 	"github.com/fluxlimiter/flux/internal/storeenv"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/pgstore"
@@ -249,41 +249,13 @@ func TestServerTime(t *testing.T) {
 // TestUnreachable: a closed port fails fast; a server that accepts and
 // never answers fails within the context deadline.
 func TestUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := ln.Addr().String()
-	_ = ln.Close()
-	hole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	held := make(chan net.Conn, 16)
-	conns.Go(func() {
-		for {
-			c, err := hole.Accept()
-			if err != nil {
-				return
-			}
-			held <- c
-		}
-	})
-	t.Cleanup(func() {
-		_ = hole.Close()
-		conns.Wait()
-		close(held)
-		for c := range held {
-			_ = c.Close()
-		}
-	})
+	closedAddr, silentAddr := faultproxy.ClosedAddr(t), faultproxy.Silent(t)
 	for _, tc := range []struct {
 		name, addr       string
 		deadline, within time.Duration
 	}{
 		{"closed port", closedAddr, 2 * time.Second, 200 * time.Millisecond},
-		{"silent server", hole.Addr().String(), 300 * time.Millisecond, 800 * time.Millisecond},
+		{"silent server", silentAddr, 300 * time.Millisecond, 800 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), tc.deadline)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/internal/faultproxy"
 	"github.com/fluxlimiter/flux/internal/storeenv"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/redisstore"
@@ -195,43 +194,13 @@ func TestSaturation(t *testing.T) {
 // TestUnreachable: a closed port fails fast; a server that accepts and
 // never answers fails within the context deadline. Neither is "no entry".
 func TestUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := ln.Addr().String()
-	_ = ln.Close()
-
-	hole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	held := make(chan net.Conn, 16)
-	conns.Go(func() {
-		for {
-			c, err := hole.Accept()
-			if err != nil {
-				return
-			}
-			held <- c // accept, never answer
-		}
-	})
-	t.Cleanup(func() {
-		_ = hole.Close()
-		conns.Wait()
-		close(held)
-		for c := range held {
-			_ = c.Close()
-		}
-	})
-
+	closedAddr, silentAddr := faultproxy.ClosedAddr(t), faultproxy.Silent(t)
 	for _, tc := range []struct {
 		name, addr string
 		deadline   time.Duration
 	}{
 		{"closed port", closedAddr, 2 * time.Second},
-		{"silent server", hole.Addr().String(), 300 * time.Millisecond},
+		{"silent server", silentAddr, 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: tc.addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
