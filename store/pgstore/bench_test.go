@@ -1,7 +1,6 @@
 package pgstore_test
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -9,46 +8,26 @@ import (
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/pgstore"
+	"github.com/fluxlimiter/flux/store/storetest"
 )
-
-func keyNames(n int) []string {
-	ks := make([]string, n)
-	for i := range ks {
-		ks[i] = fmt.Sprintf("user-%06d", i)
-	}
-	return ks
-}
-
-func perSecond(b *testing.B, n int, unit string) {
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), unit)
-}
-
-func entries(keys []string) []store.Entry {
-	idle := time.Now().Add(time.Hour).UnixNano()
-	es := make([]store.Entry, len(keys))
-	for i, k := range keys {
-		es[i] = store.Entry{Key: k, State: make([]byte, 8), IdleAt: idle}
-	}
-	return es
-}
 
 // BenchmarkSave: batches of 100 entries, one upsert statement each.
 func BenchmarkSave(b *testing.B) {
 	s := newStore(b, nil, pgstore.Options{})
-	batch := entries(keyNames(100))
+	batch := storetest.Entries(storetest.KeyNames(100))
 	for b.Loop() {
 		if err := s.Save(b.Context(), "bench", batch); err != nil {
 			b.Fatal(err)
 		}
 	}
-	perSecond(b, b.N*len(batch), "entries/s")
+	storetest.PerSecond(b, b.N*len(batch), "entries/s")
 }
 
 // BenchmarkLoad: single loads from 16 goroutines over 16 connections.
 func BenchmarkLoad(b *testing.B) {
 	s := newStore(b, nil, pgstore.Options{})
-	keys := keyNames(1000)
-	if err := s.Save(b.Context(), "bench", entries(keys)); err != nil {
+	keys := storetest.KeyNames(1000)
+	if err := s.Save(b.Context(), "bench", storetest.Entries(keys)); err != nil {
 		b.Fatal(err)
 	}
 	b.SetParallelism(8)
@@ -61,14 +40,14 @@ func BenchmarkLoad(b *testing.B) {
 			}
 		}
 	})
-	perSecond(b, b.N, "loads/s")
+	storetest.PerSecond(b, b.N, "loads/s")
 }
 
 // BenchmarkLoadMany: batches of 100 keys, one query each.
 func BenchmarkLoadMany(b *testing.B) {
 	s := newStore(b, nil, pgstore.Options{})
-	keys := keyNames(100)
-	if err := s.Save(b.Context(), "bench", entries(keys)); err != nil {
+	keys := storetest.KeyNames(100)
+	if err := s.Save(b.Context(), "bench", storetest.Entries(keys)); err != nil {
 		b.Fatal(err)
 	}
 	out, found := make([]store.Entry, len(keys)), make([]bool, len(keys))
@@ -77,7 +56,7 @@ func BenchmarkLoadMany(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	perSecond(b, b.N*len(keys), "entries/s")
+	storetest.PerSecond(b, b.N*len(keys), "entries/s")
 }
 
 // BenchmarkCheckGCRA: the atomic mode from 16 goroutines over 16
@@ -87,7 +66,7 @@ func BenchmarkCheckGCRA(b *testing.B) {
 	for _, shape := range []struct {
 		name string
 		keys []string
-	}{{"spread", keyNames(1000)}, {"hot", []string{"hot"}}} {
+	}{{"spread", storetest.KeyNames(1000)}, {"hot", []string{"hot"}}} {
 		for _, st := range []bool{false, true} {
 			name := shape.name
 			if st {
@@ -106,7 +85,7 @@ func BenchmarkCheckGCRA(b *testing.B) {
 						}
 					}
 				})
-				perSecond(b, b.N, "checks/s")
+				storetest.PerSecond(b, b.N, "checks/s")
 			})
 		}
 	}

@@ -2,7 +2,6 @@ package redisstore_test
 
 import (
 	_ "embed"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
@@ -14,27 +13,16 @@ import (
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/redisstore"
+	"github.com/fluxlimiter/flux/store/storetest"
 )
 
 // benchKeys is how many distinct keys the spread benchmarks use.
 const benchKeys = 1000
 
-func keyNames(n int) []string {
-	ks := make([]string, n)
-	for i := range ks {
-		ks[i] = fmt.Sprintf("user-%06d", i)
-	}
-	return ks
-}
-
-func perSecond(b *testing.B, n int, unit string) {
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), unit)
-}
-
 // BenchmarkSave: batches of 100 entries, one pipeline each.
 func BenchmarkSave(b *testing.B) {
 	s, _ := newStore(b, redisstore.Options{})
-	keys := keyNames(100)
+	keys := storetest.KeyNames(100)
 	batch := make([]store.Entry, len(keys))
 	idle := time.Now().Add(time.Hour).UnixNano()
 	for i, k := range keys {
@@ -45,7 +33,7 @@ func BenchmarkSave(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	perSecond(b, b.N*len(batch), "entries/s")
+	storetest.PerSecond(b, b.N*len(batch), "entries/s")
 }
 
 func preload(b *testing.B, s store.Store, keys []string) {
@@ -62,7 +50,7 @@ func preload(b *testing.B, s store.Store, keys []string) {
 // BenchmarkLoad: single loads from 64 goroutines.
 func BenchmarkLoad(b *testing.B) {
 	s, _ := newStore(b, redisstore.Options{})
-	keys := keyNames(benchKeys)
+	keys := storetest.KeyNames(benchKeys)
 	preload(b, s, keys)
 	b.SetParallelism(32) // × GOMAXPROCS goroutines
 	b.RunParallel(func(pb *testing.PB) {
@@ -74,13 +62,13 @@ func BenchmarkLoad(b *testing.B) {
 			}
 		}
 	})
-	perSecond(b, b.N, "loads/s")
+	storetest.PerSecond(b, b.N, "loads/s")
 }
 
 // BenchmarkLoadMany: batches of 100 keys, one pipeline each.
 func BenchmarkLoadMany(b *testing.B) {
 	s, _ := newStore(b, redisstore.Options{})
-	keys := keyNames(100)
+	keys := storetest.KeyNames(100)
 	preload(b, s, keys)
 	out, found := make([]store.Entry, len(keys)), make([]bool, len(keys))
 	for b.Loop() {
@@ -88,7 +76,7 @@ func BenchmarkLoadMany(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	perSecond(b, b.N*len(keys), "entries/s")
+	storetest.PerSecond(b, b.N*len(keys), "entries/s")
 }
 
 //go:embed testdata/baseline_gcra.lua
@@ -121,7 +109,7 @@ func BenchmarkGCRA(b *testing.B) {
 	for _, shape := range []struct {
 		name string
 		keys []string
-	}{{"spread", keyNames(benchKeys)}, {"hot", []string{"hot"}}} {
+	}{{"spread", storetest.KeyNames(benchKeys)}, {"hot", []string{"hot"}}} {
 		b.Run("flux/"+shape.name, func(b *testing.B) {
 			s, _ := newStore(b, redisstore.Options{})
 			runChecks(b, shape.keys, func(key string) bool {
@@ -158,7 +146,7 @@ func runChecks(b *testing.B, keys []string, check func(key string) bool) {
 			check(keys[r.IntN(len(keys))])
 		}
 	})
-	perSecond(b, b.N, "checks/s")
+	storetest.PerSecond(b, b.N, "checks/s")
 }
 
 // BenchmarkGCRAPaired alternates a flux check and a baseline check in
@@ -170,7 +158,7 @@ func BenchmarkGCRAPaired(b *testing.B) {
 	for _, shape := range []struct {
 		name string
 		keys []string
-	}{{"spread", keyNames(benchKeys)}, {"hot", []string{"hot"}}} {
+	}{{"spread", storetest.KeyNames(benchKeys)}, {"hot", []string{"hot"}}} {
 		b.Run(shape.name, func(b *testing.B) {
 			s, rdb := newStore(b, redisstore.Options{})
 			pre := prefix(b, rdb)
