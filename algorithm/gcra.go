@@ -90,15 +90,29 @@ func (g GCRA) StepInto(tat, now, cost int64, d *Decision) (int64, bool) {
 		*d = g.peek(base, now)
 		return tat, false
 	}
+	// The decision is written whole, with describeInto's arithmetic inline:
+	// this is the shard's hot path. base ≥ now, so the used spans are ≥ 0.
+	span := g.tau + g.t
 	next := satAdd(base, cost*g.t)
-	if over := next - now - (g.tau + g.t); over > 0 {
-		g.describeInto(base, now, d)
-		d.Allowed, d.RetryAfter = false, durationOf(over)
+	if over := next - now - span; over > 0 {
+		used := base - now
+		*d = Decision{Limit: int(g.cap), Remaining: int(g.remaining(span - used)),
+			RetryAfter: durationOf(over), ResetAfter: durationOf(used)}
 		return tat, false
 	}
-	g.describeInto(next, now, d)
-	d.Allowed, d.RetryAfter = true, 0
+	used := next - now
+	*d = Decision{Allowed: true, Limit: int(g.cap), Remaining: int(g.remaining(span - used)),
+		ResetAfter: durationOf(used)}
 	return next, true
+}
+
+// remaining returns the whole cost-1 requests that fit in left ns of the
+// span τ+T: floor(left/T) capped at the capacity, 0 if left ≤ 0.
+func (g GCRA) remaining(left int64) int64 {
+	if left <= 0 {
+		return 0
+	}
+	return min(g.quo(left), g.cap)
 }
 
 // peek reports what a cost-1 request would get at now.
@@ -123,11 +137,7 @@ func (g GCRA) describe(tat, now int64) Decision {
 // describeInto sets every field of *d but Allowed and RetryAfter.
 func (g GCRA) describeInto(tat, now int64, d *Decision) {
 	used := max(tat-now, 0)
-	rem := int64(0)
-	if left := g.tau + g.t - used; left > 0 {
-		rem = min(g.quo(left), g.cap)
-	}
-	d.Limit, d.Remaining, d.ResetAfter, d.Delay = int(g.cap), int(rem), durationOf(used), 0
+	d.Limit, d.Remaining, d.ResetAfter, d.Delay = int(g.cap), int(g.remaining(g.tau+g.t-used)), durationOf(used), 0
 }
 
 // quo returns floor(x/T) for 0 < x ≤ τ+T. A float multiplication is several
