@@ -384,9 +384,15 @@ func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision
 	if len(out) < len(reqs) {
 		return fmt.Errorf("%w: out has room for %d decisions, reqs has %d", ErrInvalidOption, len(out), len(reqs))
 	}
+	// The common case in one pass of plain comparisons; validate, which
+	// builds the error, only for an item that fails them.
+	maxLen, capacity := uint(l.maxKeyLen), l.capacity.Load()
 	for i := range reqs {
-		if err := l.validate(reqs[i].Key, reqs[i].Cost); err != nil {
-			return &BatchError{Index: i, Err: err}
+		r := &reqs[i]
+		if uint(len(r.Key))-1 >= maxLen || uint64(r.Cost) > uint64(capacity) {
+			if err := l.validate(r.Key, r.Cost); err != nil {
+				return &BatchError{Index: i, Err: err}
+			}
 		}
 	}
 	if len(reqs) == 0 {

@@ -84,6 +84,7 @@ type Shard[S any] struct {
 	alg     algorithm.Algorithm[S]   // owned by the shard goroutine
 	cap     int64                    // alg.Capacity(), cached off the hot path
 	into    algorithm.StepperInto[S] // alg's StepInto, if it has one
+	gcra    *algorithm.GCRA          // alg if it is GCRA (then S is int64): the hot path calls it directly
 	scratch algorithm.Decision       // single checks decide into it
 	m       *table[S]                // owned by the shard goroutine; states inline, updated in place
 	maxKeys int
@@ -125,6 +126,7 @@ func New[S any](cfg Config[S]) *Shard[S] {
 	into, _ := cfg.Algorithm.(algorithm.StepperInto[S])
 	s := &Shard[S]{
 		into:    into,
+		gcra:    gcraOf(cfg.Algorithm),
 		id:      cfg.ID,
 		clk:     cfg.Clock,
 		alg:     cfg.Algorithm,
@@ -509,6 +511,15 @@ func (s *Shard[S]) now() (int64, error) {
 	return now, nil
 }
 
+// gcraOf returns alg if it is GCRA, else nil. GCRA implements only
+// Algorithm[int64], so a non-nil result means S is int64.
+func gcraOf[S any](alg algorithm.Algorithm[S]) *algorithm.GCRA {
+	if g, ok := any(alg).(algorithm.GCRA); ok {
+		return &g
+	}
+	return nil
+}
+
 // check decides one request, writing the decision into *d.
 func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) error {
 	if cost > s.cap {
@@ -518,6 +529,18 @@ func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) err
 	}
 	h := s.m.hash(key)
 	p := s.m.getHash(h, key)
+	if s.gcra != nil && p != nil && s.p == nil {
+		// The default algorithm on a key already held, without a store:
+		// a direct call instead of the interface's (and the wrapper that
+		// copies the GCRA for it), the state updated in place.
+		tat := any(p).(*int64) // S is int64 whenever s.gcra is set
+		next, changed := s.gcra.StepInto(*tat, now, cost, d)
+		if changed {
+			*tat = next
+		}
+		s.changed = changed
+		return nil
+	}
 	var st S
 	if p != nil {
 		st = *p
@@ -688,6 +711,7 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 		s.alg = alg
 		s.cap = alg.Capacity()
 		s.into, _ = alg.(algorithm.StepperInto[S])
+		s.gcra = gcraOf(alg)
 		// Positions of paused passes stay valid: the map was only modified.
 		return nil
 	})
