@@ -91,16 +91,18 @@ func (g GCRA) StepInto(tat, now, cost int64, d *Decision) (int64, bool) {
 		return tat, false
 	}
 	// The decision is written whole, with describeInto's arithmetic inline:
-	// this is the shard's hot path. base ≥ now, so the used spans are ≥ 0.
+	// this is the shard's hot path. base ≥ now, so the spans used are ≥ 0;
+	// they saturate rather than wrap when a clock far behind a TAT puts
+	// them beyond int64.
 	span := g.tau + g.t
 	next := satAdd(base, cost*g.t)
-	if over := next - now - span; over > 0 {
-		used := base - now
+	used := satSub(next, now)
+	if over := used - span; over > 0 {
+		used = satSub(base, now)
 		*d = Decision{Limit: int(g.cap), Remaining: int(g.remaining(span - used)),
 			RetryAfter: durationOf(over), ResetAfter: durationOf(used)}
 		return tat, false
 	}
-	used := next - now
 	*d = Decision{Allowed: true, Limit: int(g.cap), Remaining: int(g.remaining(span - used)),
 		ResetAfter: durationOf(used)}
 	return next, true
@@ -118,7 +120,7 @@ func (g GCRA) remaining(left int64) int64 {
 // peek reports what a cost-1 request would get at now.
 func (g GCRA) peek(base, now int64) Decision {
 	d := g.describe(base, now)
-	if over := base + g.t - now - (g.tau + g.t); over > 0 {
+	if over := satSub(base, now) - g.tau; over > 0 {
 		d.RetryAfter = durationOf(over)
 	} else {
 		d.Allowed = true
@@ -136,7 +138,7 @@ func (g GCRA) describe(tat, now int64) Decision {
 
 // describeInto sets every field of *d but Allowed and RetryAfter.
 func (g GCRA) describeInto(tat, now int64, d *Decision) {
-	used := max(tat-now, 0)
+	used := max(satSub(tat, now), 0)
 	d.Limit, d.Remaining, d.ResetAfter, d.Delay = int(g.cap), int(g.remaining(g.tau+g.t-used)), durationOf(used), 0
 }
 
@@ -183,13 +185,13 @@ func (g GCRA) Rebase(tat, now int64, prev Algorithm[int64]) int64 {
 	hi, lo := bits.Mul64(backlog, uint64(g.t))
 	full := uint64(g.tau + g.t)
 	if hi >= uint64(p.t) {
-		return now + int64(full)
+		return satAdd(now, int64(full))
 	}
 	q, r := bits.Div64(hi, lo, uint64(p.t))
 	if r != 0 {
 		q++ // round the used share up: never hand back an allowance
 	}
-	return now + int64(min(q, full))
+	return satAdd(now, int64(min(q, full)))
 }
 
 // AppendState appends the TAT as 8 big-endian bytes.

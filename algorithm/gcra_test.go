@@ -260,6 +260,30 @@ func TestGCRAExtremeRates(t *testing.T) {
 	})
 }
 
+// TestGCRASaturatedSpans: a clock thrown far behind a key's TAT (TAT − now
+// beyond int64) must not wrap into an admission or a negative duration.
+func TestGCRASaturatedSpans(t *testing.T) {
+	g := mustGCRA(t, 1.0/86400, 16) // T one day, capacity 17
+	tat, d, _ := g.Step(g.Fresh(0), math.MaxInt64-int64(time.Hour), 1)
+	if !d.Allowed {
+		t.Fatalf("first request near the top of the clock denied: %+v", d)
+	}
+	for _, now := range []int64{math.MinInt64 + 1, math.MinInt64 / 2, -1} {
+		for _, cost := range []int64{0, 1, g.Capacity()} {
+			next, d, changed := g.Step(tat, now, cost)
+			if d.Allowed || changed || next != tat {
+				t.Fatalf("now %d cost %d: TAT %d is 2^63 ns ahead, yet %+v (changed %v)", now, cost, tat, d, changed)
+			}
+			if d.RetryAfter <= 0 || d.ResetAfter <= 0 || d.Remaining != 0 || d.Limit != int(g.Capacity()) {
+				t.Fatalf("now %d cost %d: %+v; want a saturated denial", now, cost, d)
+			}
+		}
+	}
+	if got := g.Rebase(math.MaxInt64, math.MaxInt64-1, mustGCRA(t, 2.0/86400, 16)); got < math.MaxInt64-1 {
+		t.Fatalf("Rebase near the top of the clock wrapped to %d", got)
+	}
+}
+
 func TestGCRAApplyIsAdditive(t *testing.T) {
 	g := mustGCRA(t, 10, 4) // T 100ms, capacity 5
 	now := int64(1e18)
