@@ -26,25 +26,19 @@ func FuzzGCRAStep(f *testing.F) {
 		for len(ops) >= 2 {
 			adv, c := ops[0], ops[1]
 			ops = ops[2:]
-			var step int64
+			n, unit := int64(adv), g.Interval()/16+1
 			if len(ops) >= 4 && adv == 255 {
-				n, unit := int64(binary.BigEndian.Uint32(ops)), g.Interval()/1024+1
+				n, unit = int64(binary.BigEndian.Uint32(ops)), g.Interval()/1024+1
 				ops = ops[4:]
-				if n > 0 && unit > maxFuzzNow/n {
-					return // the clock would leave the range below
-				}
-				step = n * unit
-			} else {
-				step = int64(adv) * (g.Interval()/16 + 1)
 			}
-			if step > maxFuzzNow-now {
-				// Clocks up to 2^61 ns (year 2043 + 36 years) keep every TAT
-				// below 2^63 (T+τ ≤ 2^62). Beyond, the TAT saturates and the
-				// exact ResetAfter/IdleAt agreement below cannot hold;
+			if n > 0 && unit > (maxFuzzNow-now)/n {
+				// Clocks up to 2^61 ns (the year 2043) keep every TAT below
+				// 2^63 (T+τ ≤ 2^62). Beyond, the TAT saturates and the exact
+				// RetryAfter and ResetAfter checks below cannot hold;
 				// TestGCRASaturatedSpans covers that range.
 				return
 			}
-			now += step
+			now += n * unit
 			cost := int64(c) % (g.Capacity() + 1)
 			next, d, changed := g.Step(tat, now, cost)
 			if d.Limit != int(g.Capacity()) || d.Remaining < 0 || d.Remaining > d.Limit || d.ResetAfter < 0 {
