@@ -79,18 +79,6 @@ type StepperInto[S any] interface {
 	StepInto(s S, now, cost int64, d *Decision) (next S, changed bool)
 }
 
-// satSub returns a−b, saturated at the int64 bounds.
-func satSub(a, b int64) int64 {
-	c := a - b
-	if (c < a) != (b > 0) {
-		if b > 0 {
-			return -1 << 63
-		}
-		return 1<<63 - 1
-	}
-	return c
-}
-
 // satAdd returns a+b, saturated at the int64 bounds.
 func satAdd(a, b int64) int64 {
 	c := a + b

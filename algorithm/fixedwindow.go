@@ -247,7 +247,7 @@ func (f FixedWindow) StepInto(s FixedState, now, cost int64, d *Decision) (Fixed
 		case c > f.limit:
 			d.RetryAfter = math.MaxInt64 // cost above capacity: never
 		case addSat(r.Count, c) > f.limit:
-			d.RetryAfter = durationOf(r.End - now)
+			d.RetryAfter = durationOf(subSat(r.End, now))
 		default:
 			d.Allowed = true
 		}
@@ -256,7 +256,7 @@ func (f FixedWindow) StepInto(s FixedState, now, cost int64, d *Decision) (Fixed
 	r.Count += cost
 	d.Allowed = true
 	d.Remaining = int(f.limit - r.Count)
-	d.ResetAfter = durationOf(r.End - now)
+	d.ResetAfter = durationOf(subSat(r.End, now))
 	return r, true
 }
 

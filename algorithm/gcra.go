@@ -93,12 +93,13 @@ func (g GCRA) StepInto(tat, now, cost int64, d *Decision) (int64, bool) {
 	// The decision is written whole, with describeInto's arithmetic inline:
 	// this is the shard's hot path. base ≥ now, so the spans used are ≥ 0;
 	// they saturate rather than wrap when a clock far behind a TAT puts
-	// them beyond int64.
+	// them beyond int64. (Within τ+T of the end of int64 time, the year
+	// 2262, TATs saturate and admissions there are no longer recorded.)
 	span := g.tau + g.t
 	next := satAdd(base, cost*g.t)
-	used := satSub(next, now)
+	used := subSat(next, now)
 	if over := used - span; over > 0 {
-		used = satSub(base, now)
+		used = subSat(base, now)
 		*d = Decision{Limit: int(g.cap), Remaining: int(g.remaining(span - used)),
 			RetryAfter: durationOf(over), ResetAfter: durationOf(used)}
 		return tat, false
@@ -120,7 +121,7 @@ func (g GCRA) remaining(left int64) int64 {
 // peek reports what a cost-1 request would get at now.
 func (g GCRA) peek(base, now int64) Decision {
 	d := g.describe(base, now)
-	if over := satSub(base, now) - g.tau; over > 0 {
+	if over := subSat(base, now) - g.tau; over > 0 {
 		d.RetryAfter = durationOf(over)
 	} else {
 		d.Allowed = true
@@ -138,7 +139,7 @@ func (g GCRA) describe(tat, now int64) Decision {
 
 // describeInto sets every field of *d but Allowed and RetryAfter.
 func (g GCRA) describeInto(tat, now int64, d *Decision) {
-	used := max(satSub(tat, now), 0)
+	used := max(subSat(tat, now), 0)
 	d.Limit, d.Remaining, d.ResetAfter, d.Delay = int(g.cap), int(g.remaining(g.tau+g.t-used)), durationOf(used), 0
 }
 

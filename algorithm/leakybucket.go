@@ -73,10 +73,12 @@ func (q LeakyBucket) Step(end, now, cost int64) (int64, Decision, bool) {
 func (q LeakyBucket) StepInto(end, now, cost int64, d *Decision) (int64, bool) {
 	next, changed := q.g.StepInto(end, now, cost, d)
 	if d.Allowed {
+		// Saturating: near the top of the clock a slot's end saturates
+		// at MaxInt64, and the wait must not come out negative.
 		if cost == 0 {
-			d.Delay = durationOf(max(end, now) - now)
+			d.Delay = durationOf(subSat(max(end, now), now))
 		} else {
-			d.Delay = durationOf(next - q.g.t - now)
+			d.Delay = durationOf(max(subSat(subSat(next, q.g.t), now), 0))
 		}
 	}
 	return next, changed
