@@ -31,3 +31,11 @@ func BenchmarkIdleKeyMemory(b *testing.B) {
 	b.ReportMetric(r.BytesPerKey, "B/key")
 	b.ReportMetric(float64(r.HeapDelta)/(1<<20), "MiB")
 }
+
+// BenchmarkAnchors runs the machine anchors of DESIGN.md section 8 (see
+// bench.Anchors); cmd/ratecmp prints them beside the design's values.
+func BenchmarkAnchors(b *testing.B) {
+	for _, a := range bench.Anchors {
+		b.Run(a.Name, a.Fn)
+	}
+}

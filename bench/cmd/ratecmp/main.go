@@ -1,7 +1,10 @@
 // Command ratecmp runs Flux's core benchmarks side by side with
 // golang.org/x/time/rate (one limiter per key in a sync.Map) over the same
 // keys, in interleaved rounds, and prints each side's median ns per key
-// and the ratios; then the bytes per idle key with one million keys.
+// and the ratios; then the bytes per idle key with one million keys; then
+// the machine anchors of DESIGN.md section 8 (plain Go, no Flux) beside the
+// design's values, to tell how this machine compares with the one the
+// targets were set on.
 //
 //	go run ./cmd/ratecmp [-rounds 5] [-benchtime 1s] [-mem-keys 1000000] [-strict]
 //
@@ -14,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -34,8 +38,10 @@ func main() {
 
 // Targets from DESIGN.md section 8.
 const (
-	minBatchRatio  = 3.0
-	maxBytesPerKey = 64.0
+	minBatchRatio    = 3.0
+	maxBytesPerKey   = 64.0
+	maxBatchNsPerKey = 30.0
+	maxCheckNs       = 400.0
 )
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -80,6 +86,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		{"x/time/rate Allow, sync.Map, one goroutine", bench.XTimeRateSerial},
 		{"flux CheckBatch(64), one caller", bench.FluxCheckBatchSerial},
 	}
+	anchors := make([][]float64, len(bench.Anchors))
 	perKey := make([][]float64, len(benches))
 	allocs := make([]int64, len(benches))
 	var batchRatios, checkRatios, serialRatios []float64
@@ -97,6 +104,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			perKey[i] = append(perKey[i], row[i])
 			allocs[i] = max(allocs[i], res.AllocsPerOp())
 		}
+		for i, a := range bench.Anchors {
+			res := testing.Benchmark(a.Fn)
+			if res.N == 0 {
+				return fmt.Errorf("anchor %s: benchmark failed", a.Name)
+			}
+			anchors[i] = append(anchors[i], res.Extra["ns/key"])
+		}
 		batchRatios = append(batchRatios, row[0]/row[1])
 		checkRatios = append(checkRatios, row[0]/row[2])
 		serialRatios = append(serialRatios, row[3]/row[4])
@@ -113,6 +127,26 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// The machine against the design's: each anchor's median over its
+	// design value, and their geometric mean.
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "machine anchor (DESIGN.md §8)	median ns	design ns	here/design	")
+	xt := bench.Median(perKey[0])
+	fmt.Fprintf(tw, "%s	%.1f	%d	%.2f	\n", benches[0].name, xt, bench.DesignXTimeRate, xt/bench.DesignXTimeRate)
+	logSum := math.Log(xt / bench.DesignXTimeRate)
+	for i, a := range bench.Anchors {
+		m := bench.Median(anchors[i])
+		fmt.Fprintf(tw, "%s	%.1f	%.0f	%.2f	\n", a.Name, m, a.Design, m/a.Design)
+		logSum += math.Log(m / a.Design)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	scale := math.Exp(logSum / float64(len(bench.Anchors)+1))
+	fmt.Fprintf(stdout, "this machine runs the anchors %.2fx the design's times (geometric mean): CheckBatch's ≤ %.0f ns/key and Check's ≤ %.0f ns there correspond to about %.0f and %.0f here\n",
+		scale, maxBatchNsPerKey, maxCheckNs, maxBatchNsPerKey*scale, maxCheckNs*scale)
+
 	br := bench.Median(batchRatios)
 	fmt.Fprintf(stdout, "\nCheckBatch(64) is %.2fx faster per key than x/time/rate (median of per-round ratios; target ≥ %.0fx)\n", br, minBatchRatio)
 	fmt.Fprintf(stdout, "Check is %.2fx the speed of x/time/rate per key (median of per-round ratios)\n", bench.Median(checkRatios))

@@ -12,7 +12,7 @@ func TestRunSmoke(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log(out.String())
-	for _, want := range []string{"memory: 10000 idle keys", "round 1: x/time/rate", "faster per key than x/time/rate"} {
+	for _, want := range []string{"memory: 10000 idle keys", "round 1: x/time/rate", "faster per key than x/time/rate", "machine anchor", "the design's times"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
