@@ -1052,11 +1052,17 @@ func TestClusterFullRestartWithStore(t *testing.T) {
 			for i := range 3 {
 				k := tc.keyOwnedBy(fmt.Sprintf("w%d", i), fmt.Sprintf("n%d", i))
 				keys = append(keys, k)
-				// Exactly the capacity in strict mode; in best-effort mode at
-				// least that, since the client's server may hand a request
-				// to any node's subscription and the nodes' views differ
-				// until they gossip.
-				if got := spread(t, cs[i:i+1], "api", k, 7); got != 5 && (mode == "strict" || got < 5) {
+				// Exactly the capacity in strict mode. In best-effort mode
+				// the client's server may hand a request to any node's
+				// subscription, and the views differ both ways until they
+				// gossip: over (a node decides before the others'
+				// admissions reach it) and under (a node that first meets
+				// the key through gossip loads the stored state, which
+				// already holds what the gossip carries: CLUSTER.md,
+				// "Every node restarts at once"). This phase only spends
+				// the keys; the wait below checks that every view is spent.
+				got := spread(t, cs[i:i+1], "api", k, 7)
+				if mode == "strict" && got != 5 || got < 1 {
 					t.Fatalf("key %s: admitted %d of 7, want 5", k, got)
 				}
 			}
