@@ -63,6 +63,7 @@ import (
 	"github.com/fluxlimiter/flux/internal/errs"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/internal/gcrastep"
+	"github.com/fluxlimiter/flux/store/internal/names"
 )
 
 // DefaultBucket is the KV bucket the store uses unless Options.Bucket says
@@ -260,15 +261,7 @@ func (s *Store) check(limiter string, keys ...string) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
-	if limiter == "" {
-		return fmt.Errorf("%w: empty limiter name", store.ErrInvalidKey)
-	}
-	for _, k := range keys {
-		if k == "" {
-			return fmt.Errorf("%w: empty key", store.ErrInvalidKey)
-		}
-	}
-	return nil
+	return names.Check(limiter, keys...)
 }
 
 func wrap(op string, err error) error {
@@ -360,13 +353,11 @@ func (s *Store) LoadMany(ctx context.Context, limiter string, keys []string, out
 // Save implements store.Store: asynchronous publishes, each with its own
 // TTL, waiting for every acknowledgement.
 func (s *Store) Save(ctx context.Context, limiter string, entries []store.Entry) error {
-	if len(entries) == 0 {
-		return s.check(limiter)
+	if err := s.check(limiter); err != nil {
+		return err
 	}
-	for _, e := range entries {
-		if err := s.check(limiter, e.Key); err != nil {
-			return err
-		}
+	if err := names.EntryKeys(entries); err != nil {
+		return err
 	}
 	now, err := s.clk.Now()
 	if err != nil {

@@ -76,6 +76,7 @@ import (
 	"github.com/fluxlimiter/flux/clock"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/internal/gcrastep"
+	"github.com/fluxlimiter/flux/store/internal/names"
 )
 
 // DefaultSchema holds the store's tables unless Options.Schema says
@@ -355,12 +356,7 @@ func (s *Store) check(limiter string, keys ...string) error {
 	if limiter == "" || !utf8.ValidString(limiter) || strings.IndexByte(limiter, 0) >= 0 {
 		return fmt.Errorf("%w: limiter name %q (want non-empty UTF-8 without NUL)", store.ErrInvalidKey, limiter)
 	}
-	for _, k := range keys {
-		if k == "" {
-			return fmt.Errorf("%w: empty key", store.ErrInvalidKey)
-		}
-	}
-	return nil
+	return names.Keys(keys...)
 }
 
 func (s *Store) wrap(op string, err error) error {
@@ -452,13 +448,11 @@ func (s *Store) LoadMany(ctx context.Context, limiter string, keys []string, out
 // Save implements store.Store: one upsert per 1000 distinct keys, in key
 // order (so that concurrent saves of overlapping batches cannot deadlock).
 func (s *Store) Save(ctx context.Context, limiter string, entries []store.Entry) error {
-	if len(entries) == 0 {
-		return s.check(limiter)
+	if err := s.check(limiter); err != nil {
+		return err
 	}
-	for _, e := range entries {
-		if err := s.check(limiter, e.Key); err != nil {
-			return err
-		}
+	if err := names.EntryKeys(entries); err != nil {
+		return err
 	}
 	now, err := s.clk.Now()
 	if err != nil {

@@ -65,6 +65,7 @@ import (
 	"github.com/fluxlimiter/flux/internal/errs"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/internal/gcrastep"
+	"github.com/fluxlimiter/flux/store/internal/names"
 )
 
 // DefaultPrefix starts every key the store writes unless Options.Prefix
@@ -197,15 +198,7 @@ func (s *Store) check(limiter string, keys ...string) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
-	if limiter == "" {
-		return fmt.Errorf("%w: empty limiter name", store.ErrInvalidKey)
-	}
-	for _, k := range keys {
-		if k == "" {
-			return fmt.Errorf("%w: empty key", store.ErrInvalidKey)
-		}
-	}
-	return nil
+	return names.Check(limiter, keys...)
 }
 
 func (s *Store) wrap(op string, err error) error {
@@ -297,13 +290,11 @@ func (s *Store) LoadMany(ctx context.Context, limiter string, keys []string, out
 
 // Save implements store.Store with pipelined SETs, each with its own TTL.
 func (s *Store) Save(ctx context.Context, limiter string, entries []store.Entry) error {
-	if len(entries) == 0 {
-		return s.check(limiter)
+	if err := s.check(limiter); err != nil {
+		return err
 	}
-	for _, e := range entries {
-		if err := s.check(limiter, e.Key); err != nil {
-			return err
-		}
+	if err := names.EntryKeys(entries); err != nil {
+		return err
 	}
 	now, err := s.clk.Now()
 	if err != nil {
