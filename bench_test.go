@@ -173,3 +173,42 @@ func BenchmarkCheckBatchSize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheckBatchKeys is BenchmarkCheckBatch over 1k to 1M distinct
+// keys, all held: what the number of active keys does to a check's cost,
+// through the caches (the other core benchmarks use 10k).
+func BenchmarkCheckBatchKeys(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 30_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("user-%07d", i)
+			}
+			l := benchLimiter(b)
+			ctx := context.Background()
+			reqs := make([]flux.Request, 64)
+			out := make([]flux.Decision, 64)
+			fill := func(i int) int {
+				for j := range reqs {
+					reqs[j] = flux.Request{Key: keys[i%n], Cost: 1}
+					i += 7 // 7 is prime to every n here: all keys in turn
+				}
+				return i
+			}
+			for i := 0; i < n; { // hold every key before timing
+				i = fill(i)
+				if err := l.CheckBatch(ctx, reqs, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			i := 0
+			for b.Loop() {
+				i = fill(i)
+				if err := l.CheckBatch(ctx, reqs, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(reqs)), "ns/key")
+		})
+	}
+}
