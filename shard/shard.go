@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/fluxlimiter/flux/actor"
 	"github.com/fluxlimiter/flux/algorithm"
@@ -89,7 +90,9 @@ type Shard[S any] struct {
 	m       *table[S]                // owned by the shard goroutine; states inline, updated in place
 	maxKeys int
 	evictN  int
-	sweepN  int
+	// prefetchMin is prefetchMinKeys when the shard started.
+	prefetchMin int
+	sweepN      int
 
 	sweep cursor[S] // background sweep position
 	clean cursor[S] // explicit Cleanup position
@@ -125,16 +128,17 @@ func New[S any](cfg Config[S]) *Shard[S] {
 	}
 	into, _ := cfg.Algorithm.(algorithm.StepperInto[S])
 	s := &Shard[S]{
-		into:    into,
-		gcra:    gcraOf(cfg.Algorithm),
-		id:      cfg.ID,
-		clk:     cfg.Clock,
-		alg:     cfg.Algorithm,
-		cap:     cfg.Algorithm.Capacity(),
-		m:       newTable[S](maphash.MakeSeed()),
-		maxKeys: cfg.MaxKeys,
-		evictN:  cfg.EvictBudget,
-		sweepN:  cfg.SweepBudget,
+		into:        into,
+		gcra:        gcraOf(cfg.Algorithm),
+		id:          cfg.ID,
+		clk:         cfg.Clock,
+		alg:         cfg.Algorithm,
+		cap:         cfg.Algorithm.Capacity(),
+		m:           newTable[S](maphash.MakeSeed()),
+		maxKeys:     cfg.MaxKeys,
+		prefetchMin: prefetchMinKeys,
+		evictN:      cfg.EvictBudget,
+		sweepN:      cfg.SweepBudget,
 	}
 	s.replies.New = newReplyChan
 	if cfg.Persistence != nil && cfg.Persistence.Store != nil {
@@ -386,6 +390,8 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		} else if s.p != nil {
 			s.batchStored(b, now)
 			return
+		} else if s.m.len() >= s.prefetchMin {
+			s.checkBatch(b, now)
 		} else {
 			for i := range b.Len() {
 				key, cost := b.item(i)
@@ -520,14 +526,63 @@ func gcraOf[S any](alg algorithm.Algorithm[S]) *algorithm.GCRA {
 	return nil
 }
 
+// batchChunk is how many items of a batch checkBatch prefetches together.
+const batchChunk = 16
+
+// prefetchMinKeys is the number of keys from which a shard prefetches for
+// its batches. Below it the table (about 40 bytes a key) fits the caches
+// and the hints only cost; above, they halve a batched check. Measured
+// (BenchmarkCheckBatchKeys, ns per key without → with, interleaved runs on
+// a 2-vCPU VM): 10k keys 171 → 164, 30k 393 → 183, 100k 484 → 231, 1M 1215
+// → 626; 1k keys took 142 against 107. Tests lower it.
+var prefetchMinKeys = 16384
+
+// checkBatch decides a batch on a shard without a store whose table is
+// beyond the caches (prefetchMinKeys), in chunks of batchChunk items. A check's cache misses (the request key's bytes, the
+// table group, the held key's bytes) depend on one another, and one
+// check's instructions fill the processor's window, so checked one after
+// the other each miss is paid in full. Here the chunk's misses are started
+// together, stage by stage, with prefetch hints, and the items are then
+// decided in order with the hashes already computed. Prefetching changes
+// nothing a check computes.
+func (s *Shard[S]) checkBatch(b *Batch, now int64) {
+	var hs [batchChunk]uint64
+	n := b.Len()
+	for base := 0; base < n; base += batchChunk {
+		m := min(batchChunk, n-base)
+		for j := range m {
+			key, _ := b.item(base + j)
+			prefetch(uintptr(unsafe.Pointer(unsafe.StringData(key))))
+		}
+		for j := range m {
+			key, _ := b.item(base + j)
+			hs[j] = s.m.hash(key)
+			s.m.prefetchGroup(hs[j])
+		}
+		for j := range m {
+			s.m.prefetchKey(hs[j])
+		}
+		for j := range m {
+			key, cost := b.item(base + j)
+			if err := s.checkHash(hs[j], key, cost, now, b.out(base+j)); err != nil {
+				b.setErr(base+j, err)
+			}
+		}
+	}
+}
+
 // check decides one request, writing the decision into *d.
 func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) error {
+	return s.checkHash(s.m.hash(key), key, cost, now, d)
+}
+
+// checkHash is check with the key's hash already computed.
+func (s *Shard[S]) checkHash(h uint64, key string, cost, now int64, d *algorithm.Decision) error {
 	if cost > s.cap {
 		// The limit shrank after the caller validated the cost.
 		*d = algorithm.Decision{}
 		return fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
 	}
-	h := s.m.hash(key)
 	p := s.m.getHash(h, key)
 	if s.gcra != nil && p != nil && s.p == nil {
 		// The default algorithm on a key already held, without a store:

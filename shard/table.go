@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"iter"
 	"math/bits"
+	"unsafe"
 )
 
 // table is the shard's key → state map. It is a Swiss table (groups of
@@ -128,6 +129,25 @@ func (t *table[S]) len() int { return t.used }
 
 func (t *table[S]) sub(h uint64) *subtable[S] {
 	return t.dir[h>>(64-uint(t.depth))&(uint64(len(t.dir))-1)]
+}
+
+// prefetchGroup starts loading the first group a lookup of hash h reads
+// (its control word and slots span a few cache lines) without waiting.
+func (t *table[S]) prefetchGroup(h uint64) {
+	st := t.sub(h)
+	g := &st.groups[(h>>7)&st.mask]
+	prefetchSpan(uintptr(unsafe.Pointer(g)), unsafe.Sizeof(*g))
+}
+
+// prefetchKey starts loading the bytes of the key held in the first slot
+// of h's first group whose control byte matches, the bytes a lookup will
+// compare. Call it once the group is in cache (after prefetchGroup).
+func (t *table[S]) prefetchKey(h uint64) {
+	st := t.sub(h)
+	g := &st.groups[(h>>7)&st.mask]
+	if m := g.ctrl.matchH2(h & 0x7f); m != 0 {
+		prefetch(uintptr(unsafe.Pointer(unsafe.StringData(g.slots[bits.TrailingZeros64(m)>>3].key))))
+	}
 }
 
 // get returns a pointer to key's state, or nil if key is not held.
