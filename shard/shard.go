@@ -533,18 +533,19 @@ const batchChunk = 16
 // its batches. Below it the table (about 40 bytes a key) fits the caches
 // and the hints only cost; above, they halve a batched check. Measured
 // (BenchmarkCheckBatchKeys, ns per key without → with, interleaved runs on
-// a 2-vCPU VM): 10k keys 171 → 164, 30k 393 → 183, 100k 484 → 231, 1M 1215
-// → 626; 1k keys took 142 against 107. Tests lower it.
+// a 2-vCPU VM): 30k keys 521 → 200, 100k 617 → 259, 1M 1284 → 750; with
+// the hints at every size, 10k keys went 171 → 164 and 1k 107 → 142.
+// Tests lower it.
 var prefetchMinKeys = 16384
 
-// checkBatch decides a batch on a shard without a store whose table is
-// beyond the caches (prefetchMinKeys), in chunks of batchChunk items. A check's cache misses (the request key's bytes, the
-// table group, the held key's bytes) depend on one another, and one
-// check's instructions fill the processor's window, so checked one after
-// the other each miss is paid in full. Here the chunk's misses are started
-// together, stage by stage, with prefetch hints, and the items are then
-// decided in order with the hashes already computed. Prefetching changes
-// nothing a check computes.
+// checkBatch decides a batch on a shard without a store whose table has
+// outgrown the caches (prefetchMinKeys), in chunks of batchChunk items. A
+// check's cache misses (the request key's bytes, the table group, the held
+// key's bytes) depend on one another, and one check's instructions fill
+// the processor's window, so checked one after the other each miss is paid
+// in full. Here the chunk's misses are started together, stage by stage,
+// with prefetch hints, and the items are then decided in order with the
+// hashes already computed. Prefetching changes nothing a check computes.
 func (s *Shard[S]) checkBatch(b *Batch, now int64) {
 	var hs [batchChunk]uint64
 	n := b.Len()
