@@ -220,6 +220,11 @@ func TestClockFailure(t *testing.T) {
 	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}, {Key: "b", Cost: 1}}, out); !errors.Is(err, flux.ErrClock) {
 		t.Fatalf("CheckBatch with a failing clock: %v", err)
 	}
+	// An admission made elsewhere for a key not held needs the clock too
+	// (is it already forgotten?): it fails, and applies nothing.
+	if err := l.Apply(t.Context(), []flux.Update{{Key: "k", At: t0.UnixNano(), Cost: 1}}); !errors.Is(err, flux.ErrClock) || !errors.Is(err, boom) {
+		t.Fatalf("Apply with a failing clock: %v", err)
+	}
 	clk.Recover()
 	if d := check(t, l, "k", 1); !d.Allowed {
 		t.Fatalf("after the clock recovered: %+v", d)
