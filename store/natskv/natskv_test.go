@@ -226,35 +226,7 @@ func TestServerDown(t *testing.T) {
 	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	g, _ := algorithm.NewGCRA(1, 1)
-	ops := map[string]func(ctx context.Context) error{
-		"Load": func(ctx context.Context) error {
-			_, found, err := s.Load(ctx, "l", "k")
-			if found {
-				t.Error("Load reported found")
-			}
-			return err
-		},
-		"Save": func(ctx context.Context) error {
-			return s.Save(ctx, "l", []store.Entry{{Key: "k", State: []byte("y"), IdleAt: store.NoExpiry}})
-		},
-		"CheckGCRA": func(ctx context.Context) error {
-			_, err := s.CheckGCRA(ctx, "l", "k", g, 0, 1)
-			return err
-		},
-	}
-	for name, op := range ops {
-		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-		start := time.Now()
-		err := op(ctx)
-		cancel()
-		if err == nil {
-			t.Errorf("%s with the server down: nil error", name)
-		}
-		if d := time.Since(start); d > 800*time.Millisecond {
-			t.Errorf("%s took %v, deadline 300ms", name, d)
-		}
-	}
+	storetest.Unreachable(t, s, 300*time.Millisecond, 800*time.Millisecond)
 
 	runServerAt(t, port, dir)
 	deadline := time.Now().Add(10 * time.Second)
