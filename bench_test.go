@@ -84,8 +84,15 @@ func BenchmarkCheckBatch(b *testing.B) {
 // serving many batch requests at once would call it.
 func BenchmarkCheckBatchParallel(b *testing.B) {
 	l := benchLimiter(b)
-	ctx := context.Background()
 	b.ReportAllocs()
+	parallelBatches(b, l)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
+}
+
+// parallelBatches runs b.RunParallel callers that each check batches of 64
+// requests built by nextKeys.
+func parallelBatches(b *testing.B, l *flux.Limiter) {
+	ctx := context.Background()
 	b.RunParallel(func(pb *testing.PB) {
 		reqs := make([]flux.Request, 64)
 		out := make([]flux.Decision, 64)
@@ -98,7 +105,6 @@ func BenchmarkCheckBatchParallel(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
 }
 
 // BenchmarkShards compares shard counts: one check per call (parallel
@@ -136,17 +142,8 @@ func BenchmarkShards(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("batch-parallel/shards=%d", n), func(b *testing.B) {
 			l := benchLimiter(b, flux.WithShards(n))
-			ctx := context.Background()
 			c0 := algCPUNanos()
-			b.RunParallel(func(pb *testing.PB) {
-				reqs := make([]flux.Request, 64)
-				out := make([]flux.Decision, 64)
-				i := 0
-				for pb.Next() {
-					i = nextKeys(reqs, i)
-					l.CheckBatch(ctx, reqs, out)
-				}
-			})
+			parallelBatches(b, l)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/key")
 			b.ReportMetric(float64(algCPUNanos()-c0)/float64(b.N*64), "cpu-ns/key")
 		})
