@@ -51,14 +51,16 @@ func BenchmarkHandlerCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Shutdown(context.Background())
-	h := newHandler(n)
+	h := newHandler(n, kindCheck)
+	req := &fakeRequest{}
 	bodies := checkBodies()
 	i := 0
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		if _, e := h.check(bodies[i%benchKeys]); e.Code != 0 {
-			b.Fatal(e)
+		req.data = bodies[i%benchKeys]
+		if h.Handle(req); req.code != "" {
+			b.Fatalf("%s %s", req.code, req.body)
 		}
 		i++
 	}
@@ -116,7 +118,8 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Shutdown(context.Background())
-	h := newHandler(n)
+	h := newHandler(n, kindBatch)
+	req := &fakeRequest{}
 	bodies := make([][]byte, 100)
 	for i := range bodies {
 		bodies[i] = batchBody(i*100, 100)
@@ -125,8 +128,9 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		if _, e := h.batch(bodies[i%len(bodies)]); e.Code != 0 {
-			b.Fatal(e)
+		req.data = bodies[i%len(bodies)]
+		if h.Handle(req); req.code != "" {
+			b.Fatalf("%s %s", req.code, req.body)
 		}
 		i++
 	}
@@ -140,8 +144,8 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 // reply subscription per connection (no per-request inbox or timer), so
 // the client costs little next to the NATS server and the node, which all
 // share the machine's cores.
-func benchNATS(b *testing.B, bodies [][]byte, keysPer int, microOnly bool) {
-	n := startNodeWith(b, benchConfig(b), microOnly)
+func benchNATS(b *testing.B, bodies [][]byte, keysPer int) {
+	n := startNode(b, benchConfig(b))
 	driveNATS(b, n, SubjectCheck+suffixFor(keysPer), bodies, keysPer)
 }
 
@@ -216,9 +220,6 @@ func driveNATS(b *testing.B, n *Node, subject string, bodies [][]byte, keysPer i
 	// per check: unlike checks/s it hardly depends on what else runs on a
 	// shared machine, and 2 cores / cpu-ns/check bounds the throughput.
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*keysPer), "cpu-ns/check")
-	if g := n.lanes.groups.Load(); g > 0 {
-		b.ReportMetric(float64(n.lanes.requests.Load())/float64(g), "reqs/group")
-	}
 }
 
 // reportCPU reports the process's CPU time per check since cpu0.
@@ -246,8 +247,7 @@ func suffixFor(keysPer int) string {
 // connections, through the embedded NATS server (client, server and node
 // share the machine's cores).
 func BenchmarkNATSCheck(b *testing.B) {
-	b.Run("lanes", func(b *testing.B) { benchNATS(b, checkBodies(), 1, false) })
-	b.Run("micro", func(b *testing.B) { benchNATS(b, checkBodies(), 1, true) })
+	benchNATS(b, checkBodies(), 1)
 }
 
 // BenchmarkNATSEcho is the floor under BenchmarkNATSCheck: the same load
@@ -255,7 +255,7 @@ func BenchmarkNATSCheck(b *testing.B) {
 // from an async queue subscription on the node's own connection, doing
 // no work.
 func BenchmarkNATSEcho(b *testing.B) {
-	n := startNodeWith(b, benchConfig(b), true)
+	n := startNode(b, benchConfig(b))
 	reply := []byte(`{"allowed":true,"limit":1000001,"remaining":1000000,"retry_after_ns":0,"reset_after_ns":1,"delay_ns":0}`)
 	for range 4 {
 		if _, err := n.nc.QueueSubscribe("echo", "q", func(m *nats.Msg) { m.Respond(reply) }); err != nil {
@@ -271,6 +271,5 @@ func BenchmarkNATSBatch100(b *testing.B) {
 	for i := range bodies {
 		bodies[i] = batchBody(i*100, 100)
 	}
-	b.Run("lanes", func(b *testing.B) { benchNATS(b, bodies, 100, false) })
-	b.Run("micro", func(b *testing.B) { benchNATS(b, bodies, 100, true) })
+	benchNATS(b, bodies, 100)
 }

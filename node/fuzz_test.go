@@ -3,9 +3,8 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
-
-	"github.com/nats-io/nats.go"
 )
 
 // FuzzHandler feeds arbitrary payloads to the check and check_batch
@@ -32,43 +31,55 @@ func FuzzHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { n.Shutdown(context.Background()) })
-	hc, hb, hl := newHandler(n), newHandler(n), newHandler(n)
+	hc, hb := newHandler(n, kindCheck), newHandler(n, kindBatch)
+	h1, h2 := newHandler(n, kindCheck), newHandler(n, kindCheck)
+	rc, rb, r1, r2 := &fakeRequest{}, &fakeRequest{}, &fakeRequest{}, &fakeRequest{}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		check := func(endpoint string, reply []byte, code int, reason string) {
-			switch code {
-			case 0:
-				var v map[string]any
-				if err := json.Unmarshal(reply, &v); err != nil {
-					t.Fatalf("%s(%q): reply %q is not JSON: %v", endpoint, data, reply, err)
-				}
-			case 400, 404, 413:
-				if reason == "" {
-					t.Fatalf("%s(%q): error %d without a reason", endpoint, data, code)
+		check := func(endpoint string, r *fakeRequest) {
+			if r.replied != 1 {
+				t.Fatalf("%s(%q): %d replies", endpoint, data, r.replied)
+			}
+			r.replied = 0
+			var v struct {
+				Error *struct{ Reason string }
+			}
+			if err := json.Unmarshal(r.body, &v); err != nil {
+				t.Fatalf("%s(%q): reply %q is not JSON: %v", endpoint, data, r.body, err)
+			}
+			switch r.code {
+			case "":
+			case "400", "404", "413":
+				if v.Error == nil || v.Error.Reason == "" {
+					t.Fatalf("%s(%q): error %s without a reason: %s", endpoint, data, r.code, r.body)
 				}
 			default:
-				t.Fatalf("%s(%q): unexpected code %d %s", endpoint, data, code, reason)
+				t.Fatalf("%s(%q): unexpected code %s %s", endpoint, data, r.code, r.body)
 			}
 		}
-		reply, e := hc.check(data)
-		check("check", reply, e.Code, e.Reason)
-		reply, e = hb.batch(data)
-		check("check_batch", reply, e.Code, e.Reason)
-		if e.Code == 0 {
+		rc.data, rb.data, r1.data, r2.data = data, data, data, data
+		hc.Handle(rc)
+		check("check", rc)
+		hb.Handle(rb)
+		check("check_batch", rb)
+		if rb.code == "" {
 			var v struct{ Results []json.RawMessage }
-			if err := json.Unmarshal(reply, &v); err != nil || v.Results == nil {
-				t.Fatalf("check_batch(%q): reply %q has no results", data, reply)
+			if err := json.Unmarshal(rb.body, &v); err != nil || v.Results == nil {
+				t.Fatalf("check_batch(%q): reply %q has no results", data, rb.body)
 			}
 		}
-		// A lane worker deciding the input twice at once (no reply subject,
-		// so nothing is published).
-		hl.checkMany([]*nats.Msg{{Data: data}, {Data: data}})
+		// Two requests at once, which the coalescer may decide together.
+		var wg sync.WaitGroup
+		wg.Go(func() { h1.Handle(r1) })
+		wg.Go(func() { h2.Handle(r2) })
+		wg.Wait()
+		check("check", r1)
+		check("check", r2)
 		// The handlers kept no reference to the payload.
-		if hc.item.Key != "" || hc.item.Limiter != "" {
-			t.Fatalf("check handler kept the payload's key")
-		}
-		for _, it := range append(hb.items[:cap(hb.items)], hl.items[:cap(hl.items)]...) {
-			if it.Key != "" || it.Limiter != "" {
-				t.Fatalf("batch handler kept a payload's key")
+		for _, h := range []*handler{hc, hb, h1, h2} {
+			for _, it := range h.items[:cap(h.items)] {
+				if it.Key != "" || it.Limiter != "" {
+					t.Fatalf("handler kept a payload's key")
+				}
 			}
 		}
 	})

@@ -1,13 +1,12 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 )
 
 func TestCheckReply(t *testing.T) {
@@ -68,12 +67,10 @@ func TestDenialIsAReply(t *testing.T) {
 }
 
 func TestCheckErrors(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.MaxKeyLen = 16
-		cfg.MaxPayload = 2048
-		return cfg
-	}, testCheckErrors)
+	cfg := testConfig(t)
+	cfg.MaxKeyLen = 16
+	cfg.MaxPayload = 2048
+	testCheckErrors(t, startNode(t, cfg))
 }
 
 func testCheckErrors(t *testing.T, n *Node) {
@@ -120,11 +117,9 @@ func testCheckErrors(t *testing.T, n *Node) {
 }
 
 func TestBatchMixed(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.MaxKeyLen = 16
-		return cfg
-	}, testBatchMixed)
+	cfg := testConfig(t)
+	cfg.MaxKeyLen = 16
+	testBatchMixed(t, startNode(t, cfg))
 }
 
 func testBatchMixed(t *testing.T, n *Node) {
@@ -189,12 +184,10 @@ func testBatchMixed(t *testing.T, n *Node) {
 func jsonOf(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 func TestBatchBounds(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.MaxBatch = 5
-		cfg.MaxPayload = 4096
-		return cfg
-	}, testBatchBounds)
+	cfg := testConfig(t)
+	cfg.MaxBatch = 5
+	cfg.MaxPayload = 4096
+	testBatchBounds(t, startNode(t, cfg))
 }
 
 func testBatchBounds(t *testing.T, n *Node) {
@@ -287,8 +280,10 @@ func TestServiceDiscovery(t *testing.T) {
 	for _, e := range info.Endpoints {
 		subjects[e.Subject]++
 	}
-	if subjects[SubjectCheck] != 1 || subjects[SubjectCheckBatch] != 1 || subjects[SubjectLimiters] != 1 {
-		t.Fatalf("endpoints by subject = %v, want one each", subjects)
+	// check and check_batch are each served by several endpoints on one
+	// subject and queue group (endpointsPer per handler).
+	if per := 2 * endpointsPer; subjects[SubjectCheck] != per || subjects[SubjectCheckBatch] != per || subjects[SubjectLimiters] != 1 {
+		t.Fatalf("endpoints by subject = %v, want %d, %d and 1", subjects, per, per)
 	}
 	var stats struct {
 		Endpoints []struct {
@@ -307,14 +302,18 @@ func TestServiceDiscovery(t *testing.T) {
 	}
 }
 
-// TestLanesCoalesce hands a check worker several requests at once, as it
-// takes them from a busy lane: one CheckBatchEach per limiter decides the
-// valid ones in order, and every request gets its own reply.
-func TestLanesCoalesce(t *testing.T) {
+// TestCoalesce decides several check requests as one batch, as the
+// coalescer does with the requests waiting in several endpoints: one
+// decider call per limiter decides the valid ones in order, and every
+// request gets its own answer.
+func TestCoalesce(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Limiters["lazy"] = LimiterConfig{Rate: 0.01, Burst: 4}
-	n := startNode(t, cfg)
-	nc := connect(t, n)
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
 	bodies := []string{
 		`{"limiter":"lazy","key":"k"}`,
 		`{"limiter":"nope","key":"k"}`,
@@ -330,61 +329,49 @@ func TestLanesCoalesce(t *testing.T) {
 		remaining int64
 	}
 	wants := []want{{0, true, 4}, {404, false, 0}, {0, true, 2}, {400, false, 0}, {0, true, 0}, {0, false, 2}, {0, true, 2}}
-	replies := make(chan *nats.Msg, len(bodies))
-	sub, err := nc.ChanSubscribe("coalesce.>", replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	msgs := make([]*nats.Msg, len(bodies))
+	hs := make([]*handler, len(bodies))
+	var batch []*call
+	codes := make([]int, len(bodies))
 	for i, b := range bodies {
-		msgs[i] = &nats.Msg{Subject: SubjectCheck, Reply: fmt.Sprintf("coalesce.%d", i), Data: []byte(b)}
-	}
-	h := newHandler(n)
-	h.checkMany(msgs)
-	if err := n.nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]*nats.Msg{}
-	for len(got) < len(bodies) {
-		select {
-		case m := <-replies:
-			got[m.Subject] = m
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d of %d replies", len(got), len(bodies))
+		hs[i] = newHandler(n, kindCheck)
+		if eb := hs[i].decode([]byte(b)); eb.Code != 0 {
+			codes[i] = eb.Code
+			continue
 		}
+		hs[i].resolve()
+		batch = append(batch, &hs[i].call)
 	}
+	n.decideBatch(batch[0].h, batch)
 	for i, w := range wants {
-		m := got[fmt.Sprintf("coalesce.%d", i)]
-		code := m.Header.Get("Nats-Service-Error-Code")
+		h := hs[i]
+		if codes[i] == 0 && h.res[0].e.Code != 0 {
+			codes[i] = h.res[0].e.Code
+		}
 		if w.code != 0 {
-			if code != fmt.Sprint(w.code) {
-				t.Errorf("reply %d: code %q, want %d (%s)", i, code, w.code, m.Data)
+			if codes[i] != w.code {
+				t.Errorf("request %d: code %d, want %d", i, codes[i], w.code)
 			}
 			continue
 		}
-		d := decodeDecision(t, m.Data)
-		if code != "" || !d.complete() || *d.Allowed != w.allowed || *d.Remaining != w.remaining {
-			t.Errorf("reply %d = %s %s, want allowed=%v remaining=%d", i, code, m.Data, w.allowed, w.remaining)
+		d := decodeDecision(t, h.encode())
+		if codes[i] != 0 || !d.complete() || *d.Allowed != w.allowed || *d.Remaining != w.remaining {
+			t.Errorf("request %d = %d %s, want allowed=%v remaining=%d", i, codes[i], h.buf, w.allowed, w.remaining)
 		}
-	}
-	for _, it := range h.items[:cap(h.items)] {
-		if it.Key != "" {
-			t.Fatal("worker kept a reference to a payload")
+		h.release()
+		for _, it := range h.items[:cap(h.items)] {
+			if it.Key != "" {
+				t.Fatal("handler kept a reference to a payload")
+			}
 		}
 	}
 }
 
 func TestUnavailable(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.Shards, cfg.MaxKeys = 1, 1 // one key held at a time
-		cfg.Limiters["stuck"] = LimiterConfig{Rate: 0.001}
-		return cfg
-	}, func(t *testing.T, n *Node) {
+	cfg := testConfig(t)
+	cfg.Shards, cfg.MaxKeys = 1, 1 // one key held at a time
+	cfg.Limiters["stuck"] = LimiterConfig{Rate: 0.001}
+	n := startNode(t, cfg)
+	{
 		nc := connect(t, n)
 		// "stuck" holds key a (throttled for 1000 s); a new key finds the
 		// key table full: 503 overloaded, as a single check and in a batch.
@@ -416,5 +403,5 @@ func TestUnavailable(t *testing.T) {
 			reply.Results[0].Error.Reason != "shutting_down" || reply.Results[1].Error != nil {
 			t.Fatalf("batch with a closed limiter: %s", r.data)
 		}
-	})
+	}
 }

@@ -36,18 +36,10 @@ func testConfig(t testing.TB) Config {
 // startNode starts a node and stops it when the test ends.
 func startNode(t testing.TB, cfg Config) *Node {
 	t.Helper()
-	return startNodeWith(t, cfg, false)
-}
-
-// startNodeWith starts a node that, if microOnly, answers every request
-// through its micro endpoints (no lanes).
-func startNodeWith(t testing.TB, cfg Config, microOnly bool) *Node {
-	t.Helper()
 	n, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.microOnly = microOnly
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
@@ -135,14 +127,38 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// paths runs f against a node answering through micro only and against a
-// node with lanes (which answer most requests; micro answers the rest).
-func paths(t *testing.T, cfg func() Config, f func(t *testing.T, n *Node)) {
-	for _, microOnly := range []bool{true, false} {
-		name := "lanes"
-		if microOnly {
-			name = "micro"
-		}
-		t.Run(name, func(t *testing.T) { f(t, startNodeWith(t, cfg(), microOnly)) })
+// fakeRequest is a micro.Request served without NATS: it keeps the last
+// reply in reused buffers, so serving it does not allocate.
+type fakeRequest struct {
+	data  []byte
+	hdr   micro.Headers
+	reply string // "_INBOX.fake" when empty
+
+	body    []byte // the last reply
+	code    string // its error code, "" for a success
+	replied int
+}
+
+func (r *fakeRequest) Respond(b []byte, _ ...micro.RespondOpt) error {
+	r.body, r.code = append(r.body[:0], b...), ""
+	r.replied++
+	return nil
+}
+
+func (r *fakeRequest) RespondJSON(any, ...micro.RespondOpt) error { return nil }
+
+func (r *fakeRequest) Error(code, _ string, data []byte, _ ...micro.RespondOpt) error {
+	r.body, r.code = append(r.body[:0], data...), code
+	r.replied++
+	return nil
+}
+
+func (r *fakeRequest) Data() []byte           { return r.data }
+func (r *fakeRequest) Headers() micro.Headers { return r.hdr }
+func (r *fakeRequest) Subject() string        { return SubjectCheck }
+func (r *fakeRequest) Reply() string {
+	if r.reply == "" {
+		return "_INBOX.fake"
 	}
+	return r.reply
 }

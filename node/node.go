@@ -103,11 +103,12 @@ type Node struct {
 	httpAddr  string
 	wg        sync.WaitGroup // the HTTP server's goroutine
 
-	laneSubs  []*nats.Subscription
-	lanesStop chan struct{}
-	lanesWG   sync.WaitGroup // lane workers
-	lanes     laneStats
-	microOnly bool // tests: no lanes, every request through micro
+	svcSubs int // the service's subscriptions on nc (stopService)
+
+	// The request pipeline (pipeline.go), immutable after New.
+	coal    *coalescer
+	obs     observer
+	replies *replyRule
 
 	cl nodeCluster // the cluster (cluster.go)
 	st *nodeStore  // the store (store.go); nil: memory
@@ -150,6 +151,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Node, error) {
 		return nil, err
 	}
 	n.met = met
+	n.obs = observer{met}
+	n.replies = newReplyRule(cfg.ReplyPrefixes)
+	n.coal = newCoalescer(handlerCount(cfg), maxCoalesce, n.decideBatch)
 	n.st = newNodeStore(cfg)
 	set := &limiterSet{byName: make(map[string]*limiterEntry, len(cfg.Limiters))}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Limiters)) {
@@ -453,12 +457,9 @@ func (n *Node) stopTransport(ctx context.Context) error {
 	drain := time.Duration(n.cfg.DrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, drain)
 	defer cancel()
-	if n.svc != nil {
-		if err := n.svc.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stop service: %w", err))
-		}
+	if err := n.stopService(dctx); err != nil {
+		errs = append(errs, err)
 	}
-	n.stopLanes(dctx)
 	n.stopCluster()
 	if n.nc != nil && !n.nc.IsClosed() {
 		if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -118,8 +117,8 @@ func (n *Node) newEntry(name string, lc LimiterConfig) (*limiterEntry, error) {
 	return &limiterEntry{name: name, cfg: lc, lim: lim, capacity: int64(limit.Capacity())}, nil
 }
 
-// handlerCount is how many lane subscriptions and workers serve each of
-// check and check_batch.
+// handlerCount is how many batches the coalescer decides at once
+// (--handlers).
 func handlerCount(cfg Config) int {
 	if cfg.Handlers > 0 {
 		return cfg.Handlers
@@ -127,8 +126,20 @@ func handlerCount(cfg Config) int {
 	return max(4, 2*runtime.GOMAXPROCS(0))
 }
 
-// startService registers the micro service and its endpoints, and starts
-// the lanes (lanes.go) that answer most requests in parallel.
+// endpointsPer is how many micro endpoints serve each of check and
+// check_batch per batch decided at once: an endpoint delivers one request
+// at a time, so more endpoints than batches keep requests waiting in the
+// coalescer, ready to be decided together.
+const endpointsPer = 4
+
+// maxCoalesce bounds the items a batch of coalesced requests holds (a
+// single request beyond it is still decided, alone).
+const maxCoalesce = 512
+
+// startService registers the micro service: for each of check and
+// check_batch, several endpoints on the subject (one door: the same queue
+// group, the same handler type, the same pipeline), and the limiters
+// endpoint.
 func (n *Node) startService(cfg Config) error {
 	svc, err := micro.AddService(n.nc, micro.Config{
 		Name:        ServiceName,
@@ -146,25 +157,46 @@ func (n *Node) startService(cfg Config) error {
 		return fmt.Errorf("flux-node: register service: %w", err)
 	}
 	n.svc = svc
+	before := n.nc.NumSubscriptions()
 	g := svc.AddGroup(Group)
-	if err := g.AddEndpoint("check", micro.HandlerFunc(newHandler(n).serveCheck)); err != nil {
-		return fmt.Errorf("flux-node: add endpoint check: %w", err)
-	}
-	if err := g.AddEndpoint("check_batch", micro.HandlerFunc(newHandler(n).serveBatch)); err != nil {
-		return fmt.Errorf("flux-node: add endpoint check_batch: %w", err)
+	for _, k := range []kind{kindCheck, kindBatch} {
+		for i := range handlerCount(cfg) * endpointsPer {
+			name := k.endpoint()
+			if i > 0 {
+				name += "-" + strconv.Itoa(i+1)
+			}
+			if err := g.AddEndpoint(name, newHandler(n, k), micro.WithEndpointSubject(k.endpoint())); err != nil {
+				return fmt.Errorf("flux-node: add endpoint %s: %w", name, err)
+			}
+		}
 	}
 	if err := g.AddEndpoint("limiters", micro.HandlerFunc(n.serveLimiters)); err != nil {
 		return fmt.Errorf("flux-node: add endpoint limiters: %w", err)
 	}
-	if !n.microOnly {
-		if err := n.startLanes(cfg); err != nil {
-			return err
-		}
-	}
+	n.svcSubs = n.nc.NumSubscriptions() - before
 	// A round trip makes sure the server has every subscription before
 	// Start returns, so the first request finds responders.
 	if err := n.nc.FlushTimeout(10 * time.Second); err != nil {
 		return fmt.Errorf("flux-node: register service: %w", err)
+	}
+	return nil
+}
+
+// stopService stops the service's endpoints taking requests and waits,
+// until ctx ends, for their subscriptions to drain: every request NATS
+// routed to them is answered. n.mu is held.
+func (n *Node) stopService(ctx context.Context) error {
+	if n.svc == nil {
+		return nil
+	}
+	target := n.nc.NumSubscriptions() - n.svcSubs
+	if err := n.svc.Stop(); err != nil {
+		return fmt.Errorf("stop service: %w", err)
+	}
+	// A drained subscription leaves the connection's set: the service's
+	// are drained once only the others remain.
+	for n.nc.NumSubscriptions() > target && !n.nc.IsClosed() && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
 	}
 	return nil
 }
@@ -187,58 +219,14 @@ func (n *Node) stats() any {
 	return map[string]any{
 		"node_id":  n.cfg.NodeID,
 		"limiters": out,
-		// Requests answered by the lanes, which micro does not count.
-		"lane_requests": n.lanes.requests.Load(),
-		"lane_errors":   n.lanes.errors.Load(),
 	}
 }
 
 // serveLimiters answers flux.v1.limiters.
 func (n *Node) serveLimiters(req micro.Request) {
 	start := time.Now()
-	if err := req.Respond(n.limiters.Load().info); err != nil {
-		n.log.Debug("respond", "error", err)
-	}
+	n.reply(req, nil, n.limiters.Load().info, wire.ErrorBody{})
 	n.met.ObserveRequest("limiters", time.Since(start))
-}
-
-// respondError sends an error reply: micro's error headers plus a JSON
-// body {"error":{...}}.
-func (n *Node) respondError(req micro.Request, e wire.ErrorBody, buf []byte) []byte {
-	buf = wire.AppendErrorReply(buf[:0], e)
-	if err := req.Error(strconv.Itoa(e.Code), headerSafe(e.Description), buf); err != nil {
-		n.log.Debug("respond", "error", err)
-	}
-	return buf
-}
-
-// errorFor maps a limiter error to its reply.
-func errorFor(err error) wire.ErrorBody {
-	code, reason := wire.CodeInternal, wire.ReasonInternal
-	switch {
-	case errors.Is(err, flux.ErrEmptyKey):
-		code, reason = wire.CodeBadRequest, wire.ReasonEmptyKey
-	case errors.Is(err, flux.ErrKeyTooLong):
-		code, reason = wire.CodeBadRequest, wire.ReasonKeyTooLong
-	case errors.Is(err, flux.ErrInvalidCost):
-		code, reason = wire.CodeBadRequest, wire.ReasonInvalidCost
-	case errors.Is(err, flux.ErrCostExceedsBurst):
-		code, reason = wire.CodeBadRequest, wire.ReasonCostExceedsCapacity
-	case errors.Is(err, flux.ErrOverloaded), errors.Is(err, flux.ErrFull):
-		code, reason = wire.CodeUnavailable, wire.ReasonOverloaded
-	case errors.Is(err, flux.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		code, reason = wire.CodeUnavailable, wire.ReasonShuttingDown
-	}
-	return wire.ErrorBody{Code: code, Reason: reason, Description: err.Error()}
-}
-
-// quoteName quotes a caller-chosen name for an error description, cut to
-// 64 bytes.
-func quoteName(s string) string {
-	if len(s) > 64 {
-		return strconv.Quote(s[:64]) + "..."
-	}
-	return strconv.Quote(s)
 }
 
 // adminHandler serves /healthz, /readyz and /metrics.
