@@ -51,16 +51,17 @@ func BenchmarkHandlerCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Shutdown(context.Background())
-	h := newHandler(n, kindCheck)
-	req := &fakeRequest{}
+	w, pub := pipelineOf(n, kindCheck)
+	m := msg(kindCheck, nil)
+	msgs := []*nats.Msg{m}
 	bodies := checkBodies()
 	i := 0
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		req.data = bodies[i%benchKeys]
-		if h.Handle(req); req.code != "" {
-			b.Fatalf("%s %s", req.code, req.body)
+		m.Data = bodies[i%benchKeys]
+		if w.serve(msgs); pub.last().code != "" {
+			b.Fatal(pub.replies[0])
 		}
 		i++
 	}
@@ -118,8 +119,9 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Shutdown(context.Background())
-	h := newHandler(n, kindBatch)
-	req := &fakeRequest{}
+	w, pub := pipelineOf(n, kindBatch)
+	m := msg(kindBatch, nil)
+	msgs := []*nats.Msg{m}
 	bodies := make([][]byte, 100)
 	for i := range bodies {
 		bodies[i] = batchBody(i*100, 100)
@@ -128,9 +130,9 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		req.data = bodies[i%len(bodies)]
-		if h.Handle(req); req.code != "" {
-			b.Fatalf("%s %s", req.code, req.body)
+		m.Data = bodies[i%len(bodies)]
+		if w.serve(msgs); pub.last().code != "" {
+			b.Fatal(pub.replies[0])
 		}
 		i++
 	}
@@ -220,6 +222,9 @@ func driveNATS(b *testing.B, n *Node, subject string, bodies [][]byte, keysPer i
 	// per check: unlike checks/s it hardly depends on what else runs on a
 	// shared machine, and 2 cores / cpu-ns/check bounds the throughput.
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*keysPer), "cpu-ns/check")
+	if g := n.svc.doors[0].groups.Load(); g > 0 {
+		b.ReportMetric(float64(n.svc.doors[0].requests.Load())/float64(g), "reqs/group")
+	}
 }
 
 // reportCPU reports the process's CPU time per check since cpu0.

@@ -133,22 +133,20 @@ func (n *Node) deciderFor(e *limiterEntry, sc *decideScratch) (decider, bool) {
 	return &sc.local, false
 }
 
-// decideBatch decides the valid items of the requests in batch: one
-// decider call per limiter, whatever request each item came from.
-func (n *Node) decideBatch(lead *handler, batch []*call) {
-	sc := &lead.dec
+// decideBatch decides the valid items of the requests hs: one decider
+// call per limiter, whatever request each item came from.
+func (n *Node) decideBatch(sc *decideScratch, hs []*handler) {
 	entries := sc.entries[:0]
-	for _, c := range batch {
-		for i := range c.h.res {
-			if r := &c.h.res[i]; r.e.Code == 0 && !slices.Contains(entries, r.entry) {
+	for _, h := range hs {
+		for i := range h.res {
+			if r := &h.res[i]; r.e.Code == 0 && !slices.Contains(entries, r.entry) {
 				entries = append(entries, r.entry)
 			}
 		}
 	}
 	for _, e := range entries {
 		reqs, where := sc.reqs[:0], sc.where[:0]
-		for _, c := range batch {
-			h := c.h
+		for _, h := range hs {
 			for i := range h.res {
 				if r := &h.res[i]; r.entry == e && r.e.Code == 0 {
 					reqs = append(reqs, flux.Request{Key: h.items[i].Key, Cost: int(h.items[i].Cost)})

@@ -3,8 +3,9 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 )
 
 // FuzzHandler feeds arbitrary payloads to the check and check_batch
@@ -31,15 +32,10 @@ func FuzzHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { n.Shutdown(context.Background()) })
-	hc, hb := newHandler(n, kindCheck), newHandler(n, kindBatch)
-	h1, h2 := newHandler(n, kindCheck), newHandler(n, kindCheck)
-	rc, rb, r1, r2 := &fakeRequest{}, &fakeRequest{}, &fakeRequest{}, &fakeRequest{}
+	wc, pub := pipelineOf(n, kindCheck)
+	wb := newWorker(n, &door{kind: kindBatch, subject: SubjectCheckBatch, name: "check_batch"})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		check := func(endpoint string, r *fakeRequest) {
-			if r.replied != 1 {
-				t.Fatalf("%s(%q): %d replies", endpoint, data, r.replied)
-			}
-			r.replied = 0
+		check := func(endpoint string, r fakeReply) {
 			var v struct {
 				Error *struct{ Reason string }
 			}
@@ -56,31 +52,36 @@ func FuzzHandler(f *testing.F) {
 				t.Fatalf("%s(%q): unexpected code %s %s", endpoint, data, r.code, r.body)
 			}
 		}
-		rc.data, rb.data, r1.data, r2.data = data, data, data, data
-		hc.Handle(rc)
-		check("check", rc)
-		hb.Handle(rb)
-		check("check_batch", rb)
-		if rb.code == "" {
+		wc.serve([]*nats.Msg{msg(kindCheck, data)})
+		check("check", pub.last())
+		wb.serve([]*nats.Msg{msg(kindBatch, data)})
+		r := pub.last()
+		check("check_batch", r)
+		if r.code == "" {
 			var v struct{ Results []json.RawMessage }
-			if err := json.Unmarshal(rb.body, &v); err != nil || v.Results == nil {
-				t.Fatalf("check_batch(%q): reply %q has no results", data, rb.body)
+			if err := json.Unmarshal(r.body, &v); err != nil || v.Results == nil {
+				t.Fatalf("check_batch(%q): reply %q has no results", data, r.body)
 			}
 		}
-		// Two requests at once, which the coalescer may decide together.
-		var wg sync.WaitGroup
-		wg.Go(func() { h1.Handle(r1) })
-		wg.Go(func() { h2.Handle(r2) })
-		wg.Wait()
-		check("check", r1)
-		check("check", r2)
-		// The handlers kept no reference to the payload.
-		for _, h := range []*handler{hc, hb, h1, h2} {
-			for _, it := range h.items[:cap(h.items)] {
-				if it.Key != "" || it.Limiter != "" {
-					t.Fatalf("handler kept a payload's key")
+		// Three requests decided together, with a valid one between.
+		wc.serve([]*nats.Msg{msg(kindCheck, data), msg(kindCheck, []byte(`{"limiter":"api","key":"k"}`)), msg(kindCheck, data)})
+		if pub.n != 3 {
+			t.Fatalf("%d replies to 3 requests", pub.n)
+		}
+		for _, r := range pub.replies[:3] {
+			check("check", r)
+		}
+		pub.n = 0
+		// The workers kept no reference to the payload.
+		for _, w := range []*worker{wc, wb} {
+			for _, h := range w.slots {
+				for _, it := range h.items[:cap(h.items)] {
+					if it.Key != "" || it.Limiter != "" {
+						t.Fatalf("handler kept a payload's key")
+					}
 				}
 			}
 		}
+
 	})
 }

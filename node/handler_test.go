@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 	"time"
 )
 
@@ -280,10 +282,8 @@ func TestServiceDiscovery(t *testing.T) {
 	for _, e := range info.Endpoints {
 		subjects[e.Subject]++
 	}
-	// check and check_batch are each served by several endpoints on one
-	// subject and queue group (endpointsPer per handler).
-	if per := 2 * endpointsPer; subjects[SubjectCheck] != per || subjects[SubjectCheckBatch] != per || subjects[SubjectLimiters] != 1 {
-		t.Fatalf("endpoints by subject = %v, want %d, %d and 1", subjects, per, per)
+	if subjects[SubjectCheck] != 1 || subjects[SubjectCheckBatch] != 1 || subjects[SubjectLimiters] != 1 {
+		t.Fatalf("endpoints by subject = %v, want one each", subjects)
 	}
 	var stats struct {
 		Endpoints []struct {
@@ -302,10 +302,9 @@ func TestServiceDiscovery(t *testing.T) {
 	}
 }
 
-// TestCoalesce decides several check requests as one batch, as the
-// coalescer does with the requests waiting in several endpoints: one
-// decider call per limiter decides the valid ones in order, and every
-// request gets its own answer.
+// TestCoalesce has a check worker answer several requests taken at once,
+// as from a busy door: one decider call per limiter decides the valid
+// ones in order, and every request gets its own reply.
 func TestCoalesce(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Limiters["lazy"] = LimiterConfig{Rate: 0.01, Burst: 4}
@@ -329,38 +328,37 @@ func TestCoalesce(t *testing.T) {
 		remaining int64
 	}
 	wants := []want{{0, true, 4}, {404, false, 0}, {0, true, 2}, {400, false, 0}, {0, true, 0}, {0, false, 2}, {0, true, 2}}
-	hs := make([]*handler, len(bodies))
-	var batch []*call
-	codes := make([]int, len(bodies))
+	w, pub := pipelineOf(n, kindCheck)
+	var msgs []*nats.Msg
 	for i, b := range bodies {
-		hs[i] = newHandler(n, kindCheck)
-		if eb := hs[i].decode([]byte(b)); eb.Code != 0 {
-			codes[i] = eb.Code
-			continue
-		}
-		hs[i].resolve()
-		batch = append(batch, &hs[i].call)
+		m := msg(kindCheck, []byte(b))
+		m.Reply = fmt.Sprintf("_INBOX.%d", i)
+		msgs = append(msgs, m)
 	}
-	n.decideBatch(batch[0].h, batch)
+	w.serve(msgs)
+	if pub.n != len(bodies) {
+		t.Fatalf("%d replies to %d requests", pub.n, len(bodies))
+	}
 	for i, w := range wants {
-		h := hs[i]
-		if codes[i] == 0 && h.res[0].e.Code != 0 {
-			codes[i] = h.res[0].e.Code
+		r := pub.replies[i]
+		if r.subject != fmt.Sprintf("_INBOX.%d", i) {
+			t.Fatalf("reply %d went to %s", i, r.subject)
 		}
 		if w.code != 0 {
-			if codes[i] != w.code {
-				t.Errorf("request %d: code %d, want %d", i, codes[i], w.code)
+			if r.code != fmt.Sprint(w.code) {
+				t.Errorf("reply %d: code %q, want %d (%s)", i, r.code, w.code, r.body)
 			}
 			continue
 		}
-		d := decodeDecision(t, h.encode())
-		if codes[i] != 0 || !d.complete() || *d.Allowed != w.allowed || *d.Remaining != w.remaining {
-			t.Errorf("request %d = %d %s, want allowed=%v remaining=%d", i, codes[i], h.buf, w.allowed, w.remaining)
+		d := decodeDecision(t, r.body)
+		if r.code != "" || !d.complete() || *d.Allowed != w.allowed || *d.Remaining != w.remaining {
+			t.Errorf("reply %d = %s %s, want allowed=%v remaining=%d", i, r.code, r.body, w.allowed, w.remaining)
 		}
-		h.release()
+	}
+	for _, h := range w.slots {
 		for _, it := range h.items[:cap(h.items)] {
 			if it.Key != "" {
-				t.Fatal("handler kept a reference to a payload")
+				t.Fatal("worker kept a reference to a payload")
 			}
 		}
 	}

@@ -127,38 +127,54 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// fakeRequest is a micro.Request served without NATS: it keeps the last
-// reply in reused buffers, so serving it does not allocate.
-type fakeRequest struct {
-	data  []byte
-	hdr   micro.Headers
-	reply string // "_INBOX.fake" when empty
-
-	body    []byte // the last reply
-	code    string // its error code, "" for a success
-	replied int
+// fakePub receives a node's replies without NATS, in reused buffers, so
+// that running the pipeline does not allocate for it.
+type fakePub struct {
+	replies []fakeReply
+	n       int // replies received since the last reset
 }
 
-func (r *fakeRequest) Respond(b []byte, _ ...micro.RespondOpt) error {
-	r.body, r.code = append(r.body[:0], b...), ""
-	r.replied++
-	return nil
+type fakeReply struct {
+	subject string
+	body    []byte
+	code    string // the error code, "" for a success
 }
 
-func (r *fakeRequest) RespondJSON(any, ...micro.RespondOpt) error { return nil }
-
-func (r *fakeRequest) Error(code, _ string, data []byte, _ ...micro.RespondOpt) error {
-	r.body, r.code = append(r.body[:0], data...), code
-	r.replied++
-	return nil
-}
-
-func (r *fakeRequest) Data() []byte           { return r.data }
-func (r *fakeRequest) Headers() micro.Headers { return r.hdr }
-func (r *fakeRequest) Subject() string        { return SubjectCheck }
-func (r *fakeRequest) Reply() string {
-	if r.reply == "" {
-		return "_INBOX.fake"
+func (p *fakePub) add(subject string, data []byte, code string) {
+	if p.n == len(p.replies) {
+		p.replies = append(p.replies, fakeReply{})
 	}
-	return r.reply
+	r := &p.replies[p.n]
+	r.subject, r.body, r.code = subject, append(r.body[:0], data...), code
+	p.n++
+}
+
+func (p *fakePub) Publish(subject string, data []byte) error {
+	p.add(subject, data, "")
+	return nil
+}
+
+func (p *fakePub) PublishMsg(m *nats.Msg) error {
+	p.add(m.Subject, m.Data, m.Header.Get(micro.ErrorCodeHeader))
+	return nil
+}
+
+// last returns the last reply and forgets every reply.
+func (p *fakePub) last() fakeReply {
+	r := p.replies[p.n-1]
+	p.n = 0
+	return r
+}
+
+// pipelineOf returns a worker of kind k of a node that is not started,
+// whose replies go to the returned fakePub.
+func pipelineOf(n *Node, k kind) (*worker, *fakePub) {
+	p := &fakePub{}
+	n.pub = p
+	return newWorker(n, &door{kind: k, subject: k.subject(), name: k.endpoint()}), p
+}
+
+// msg is a request as NATS delivers it, with an inbox for its reply.
+func msg(k kind, body []byte) *nats.Msg {
+	return &nats.Msg{Subject: k.subject(), Reply: "_INBOX.test", Data: body}
 }

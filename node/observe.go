@@ -51,7 +51,7 @@ func (o observer) decided(e *limiterEntry, took time.Duration, clustered bool, o
 
 // answered records one answered request: its errors (eb for the whole
 // request, or each item's), its duration, and its span, which it ends.
-func (o observer) answered(k kind, start time.Time, sp tracing.Span, items []wire.Item, res []result, eb wire.ErrorBody) {
+func (o observer) answered(k kind, took time.Duration, sp tracing.Span, items []wire.Item, res []result, eb wire.ErrorBody) {
 	if len(res) == 0 && eb.Code != 0 {
 		o.met.Error("", codeString(eb.Code))
 	}
@@ -78,7 +78,7 @@ func (o observer) answered(k kind, start time.Time, sp tracing.Span, items []wir
 	if mixed {
 		one = nil
 	}
-	o.met.ObserveRequest(k.endpoint(), time.Since(start))
+	o.met.ObserveRequest(k.endpoint(), took)
 	if sp.Span() == nil {
 		return
 	}

@@ -7,41 +7,38 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nats.go"
 
 	"github.com/fluxlimiter/flux/cluster"
 	"github.com/fluxlimiter/flux/internal/wire"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
-// The request pipeline (see the package doc): every check and check_batch
-// request enters through a micro endpoint and goes
+// The request pipeline (see the package doc): every request enters
+// through its subject's door (door.go) and goes
 //
-//	decode → resolve → decide (coalesced) → encode → reply → observe
+//	decode → resolve → decide → encode → reply → observe
 //
-// in the goroutine micro calls Handle in, which replies before it returns.
+// in the worker that took it, together with the requests waiting with it:
+// their items are decided by one decider call per limiter.
 
 // kind is a request kind, one per subject.
 type kind uint8
 
 const (
-	kindCheck kind = iota // flux.v1.check: one item
-	kindBatch             // flux.v1.check_batch: a list of items
+	kindCheck    kind = iota // flux.v1.check: one item
+	kindBatch                // flux.v1.check_batch: a list of items
+	kindLimiters             // flux.v1.limiters: no item
 )
 
 func (k kind) subject() string {
-	if k == kindCheck {
-		return SubjectCheck
-	}
-	return SubjectCheckBatch
+	return [...]string{SubjectCheck, SubjectCheckBatch, SubjectLimiters}[k]
 }
 
-// endpoint is the endpoint's name in metrics (flux_node_request_duration_seconds).
+// endpoint is the endpoint's name in $SRV.INFO and in metrics
+// (flux_request_duration_seconds).
 func (k kind) endpoint() string {
-	if k == kindCheck {
-		return "check"
-	}
-	return "check_batch"
+	return [...]string{"check", "check_batch", "limiters"}[k]
 }
 
 // result is one item's answer: a decision, or an error if e.Code != 0.
@@ -51,15 +48,13 @@ type result struct {
 	e     wire.ErrorBody
 }
 
-// handler serves the requests of one micro endpoint. micro delivers an
-// endpoint's requests one at a time, so a handler's scratch is used by
-// one request at a time and needs no lock; while its request waits in the
-// coalescer, the handler that leads the batch reads its items and writes
-// its results (the coalescer's lock and wake-up order those accesses).
+// handler holds one request while a worker answers it: its items, their
+// answers and its reply. A worker has a handler per request it takes at
+// once and uses them one group at a time, so they need no lock.
 //
 // Decoded keys alias the request's payload (nats.go gives each message its
-// own buffer, and the limiter clones the keys it stores); the handler
-// clears every reference to a payload before Handle returns.
+// own buffer, and the limiter clones the keys it stores); release clears
+// every reference to a payload once the request is answered.
 type handler struct {
 	n    *Node
 	kind kind
@@ -67,14 +62,12 @@ type handler struct {
 	buf   []byte      // the reply
 	items []wire.Item // the request's items
 	res   []result    // their answers
-	call  call        // the request's place in the coalescer
-	dec   decideScratch
+	eb    wire.ErrorBody
+	sp    tracing.Span
 }
 
 func newHandler(n *Node, k kind) *handler {
-	h := &handler{n: n, kind: k, buf: make([]byte, 0, 256)}
-	h.call.init(h)
-	return h
+	return &handler{n: n, kind: k, buf: make([]byte, 0, 256)}
 }
 
 // limiterCtx is the context of limiter calls. It never ends: a call ends
@@ -84,29 +77,52 @@ func newHandler(n *Node, k kind) *handler {
 // straight into the handler's slices.
 var limiterCtx = context.Background()
 
-// Handle answers one request, inside Handle as micro requires.
-func (h *handler) Handle(req micro.Request) {
-	n := h.n
+// serve answers a group of requests taken together from w's door.
+func (w *worker) serve(msgs []*nats.Msg) {
+	n := w.n
 	start := time.Now()
-	var sp tracing.Span
-	if tr := n.tr; tr != nil {
-		_, sp = tr.StartServer(context.Background(), h.kind.subject(), req.Headers())
+	hs := w.slots[:len(msgs)]
+	live := w.live[:0]
+	for i, m := range msgs {
+		h := hs[i]
+		if tr := n.tr; tr != nil && h.kind != kindLimiters {
+			_, h.sp = tr.StartServer(context.Background(), h.kind.subject(), m.Header)
+		}
+		if h.eb = h.decode(m.Data); h.eb.Code == 0 && h.kind != kindLimiters {
+			h.resolve()
+			live = append(live, h)
+		}
 	}
-	body, eb := h.serve(req.Data())
-	h.buf = n.reply(req, h.buf, body, eb)
-	n.obs.answered(h.kind, start, sp, h.items, h.res, eb)
-	h.release()
+	n.decideBatch(&w.dec, live)
+	clear(live)
+	w.live = live[:0]
+	errs, lastErr := 0, ""
+	for i, m := range msgs {
+		h := hs[i]
+		body, eb := h.answer()
+		w.buf = n.reply(m, w.buf, body, eb)
+		if eb.Code != 0 {
+			errs, lastErr = errs+1, eb.Description
+		}
+		h.eb = eb
+	}
+	each := time.Since(start)
+	w.d.record(len(msgs), errs, lastErr, each)
+	for _, h := range hs {
+		n.obs.answered(h.kind, each, h.sp, h.items, h.res, h.eb)
+		h.release()
+	}
 }
 
-// serve runs the pipeline on one request's payload and returns the reply
-// body, or the error that answers the whole request.
-func (h *handler) serve(data []byte) ([]byte, wire.ErrorBody) {
-	if eb := h.decode(data); eb.Code != 0 {
-		return nil, eb
-	}
-	h.resolve()
-	h.n.coal.do(&h.call)
-	if h.kind == kindCheck && h.res[0].e.Code != 0 {
+// answer is the request's reply body, or the error that answers the whole
+// request.
+func (h *handler) answer() ([]byte, wire.ErrorBody) {
+	switch {
+	case h.eb.Code != 0:
+		return nil, h.eb
+	case h.kind == kindLimiters:
+		return h.n.limiters.Load().info, wire.ErrorBody{}
+	case h.kind == kindCheck && h.res[0].e.Code != 0:
 		return nil, h.res[0].e // a single check's error answers the request
 	}
 	return h.encode(), wire.ErrorBody{}
@@ -117,6 +133,7 @@ func (h *handler) release() {
 	clear(h.items)
 	clear(h.res)
 	h.items, h.res = h.items[:0], h.res[:0]
+	h.eb, h.sp = wire.ErrorBody{}, tracing.Span{}
 }
 
 // decode reads the request into h.items.
@@ -124,6 +141,9 @@ func (h *handler) decode(data []byte) wire.ErrorBody {
 	n := h.n
 	if len(data) > n.maxPayload {
 		return errTooLarge(len(data), n.maxPayload)
+	}
+	if h.kind == kindLimiters {
+		return wire.ErrorBody{}
 	}
 	if h.kind == kindCheck {
 		h.items = slices.Grow(h.items[:0], 1)[:1]

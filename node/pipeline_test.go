@@ -5,15 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-
-	"github.com/fluxlimiter/flux/internal/wire"
 )
 
 // endpointStats sums micro's $SRV.STATS counters per subject.
@@ -31,8 +27,9 @@ func endpointStats(t *testing.T, nc *nats.Conn) (requests, errs map[string]int) 
 	return requests, errs
 }
 
-// Every request the node answers is counted by micro, however many are
-// in flight and coalesced: nats micro stats flux shows them all.
+// Every request the node answers is counted in $SRV.STATS, however many
+// are in flight and decided together: nats micro stats flux shows them
+// all.
 func TestStatsCountEveryRequest(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	nc := connect(t, n)
@@ -85,10 +82,10 @@ func TestStatsCountEveryRequest(t *testing.T) {
 	}
 	// The service's own Stats agree.
 	sum := 0
-	for _, e := range n.svc.Stats().Endpoints {
+	for _, e := range n.Stats().Endpoints {
 		sum += e.NumRequests
 	}
-	if sum != total+0 { // $SRV requests are not endpoint requests
+	if sum != total { // $SRV requests are not endpoint requests
 		t.Fatalf("Stats() counts %d requests, want %d", sum, total)
 	}
 }
@@ -196,55 +193,5 @@ func TestCostAsFloat(t *testing.T) {
 		if d := decodeDecision(t, r.data); !*d.Allowed || *d.Remaining != c.remaining {
 			t.Fatalf("cost %s: %s, want remaining %d", c.cost, r.data, c.remaining)
 		}
-	}
-}
-
-// The coalescer decides every request exactly once, never more batches
-// at once than its bound, and merges requests that wait.
-func TestCoalescer(t *testing.T) {
-	const callers, rounds, leaders = 16, 200, 2
-	var inFlight, most, batches, merged atomic.Int64
-	decided := make([]atomic.Int64, callers)
-	c := newCoalescer(leaders, maxCoalesce, func(lead *handler, batch []*call) {
-		if f := inFlight.Add(1); f > most.Load() {
-			most.Store(f)
-		}
-		if batch[0].h != lead {
-			t.Errorf("the leader is not the batch's first request")
-		}
-		time.Sleep(50 * time.Microsecond) // let others queue
-		for _, cl := range batch {
-			decided[cl.h.kind].Add(1) // kind holds the caller's index here
-		}
-		batches.Add(1)
-		if len(batch) > 1 {
-			merged.Add(1)
-		}
-		inFlight.Add(-1)
-	})
-	var wg sync.WaitGroup
-	for i := range callers {
-		h := &handler{kind: kind(i), items: make([]wire.Item, 1)}
-		h.call.init(h)
-		wg.Go(func() {
-			for range rounds {
-				c.do(&h.call)
-			}
-		})
-	}
-	wg.Wait()
-	for i := range decided {
-		if got := decided[i].Load(); got != rounds {
-			t.Fatalf("caller %d decided %d times, want %d", i, got, rounds)
-		}
-	}
-	if most.Load() > leaders {
-		t.Fatalf("%d batches at once, bound %d", most.Load(), leaders)
-	}
-	if merged.Load() == 0 {
-		t.Fatalf("no batch merged requests (%d batches)", batches.Load())
-	}
-	if len(c.pending) != 0 || c.leaders != 0 {
-		t.Fatalf("left behind: %d pending, %d leaders", len(c.pending), c.leaders)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fluxlimiter/flux/internal/wire"
@@ -91,8 +92,8 @@ func validateReplyPrefixes(prefixes []string) []string {
 // JSON body {"error":{...}}) when eb.Code != 0. A reply subject the rule
 // refuses gets nothing. buf is scratch for the error body; reply returns
 // it, grown.
-func (n *Node) reply(req micro.Request, buf, body []byte, eb wire.ErrorBody) []byte {
-	to := req.Reply()
+func (n *Node) reply(m *nats.Msg, buf, body []byte, eb wire.ErrorBody) []byte {
+	to := m.Reply
 	if to == "" {
 		return buf
 	}
@@ -101,21 +102,35 @@ func (n *Node) reply(req micro.Request, buf, body []byte, eb wire.ErrorBody) []b
 		if now := time.Now().UnixNano(); now-n.replies.lastLog.Load() >= int64(time.Second) {
 			n.replies.lastLog.Store(now)
 			n.log.Debug("request dropped: its reply subject is not an allowed inbox (reply_prefixes)",
-				"subject", req.Subject(), "reply", headerSafe(to[:min(len(to), 128)]))
+				"subject", m.Subject, "reply", headerSafe(to[:min(len(to), 128)]))
 		}
 		return buf
 	}
 	var err error
 	if eb.Code == 0 {
-		err = req.Respond(body)
+		err = n.pub.Publish(to, body)
 	} else {
 		buf = wire.AppendErrorReply(buf[:0], eb)
-		err = req.Error(codeString(eb.Code), headerSafe(eb.Description), buf)
+		err = n.pub.PublishMsg(&nats.Msg{
+			Subject: to,
+			Header: nats.Header{
+				micro.ErrorHeader:     []string{headerSafe(eb.Description)},
+				micro.ErrorCodeHeader: []string{codeString(eb.Code)},
+			},
+			Data: buf,
+		})
 	}
 	if err != nil {
 		n.log.Debug("reply", "error", err)
 	}
 	return buf
+}
+
+// publisher is where replies go: the node's NATS connection (a fake in
+// tests that run the pipeline without NATS).
+type publisher interface {
+	Publish(subject string, data []byte) error
+	PublishMsg(m *nats.Msg) error
 }
 
 // headerSafe keeps a header value on one line.

@@ -1,21 +1,17 @@
 package node
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"runtime"
 	"slices"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fluxlimiter/flux"
-	"github.com/fluxlimiter/flux/internal/wire"
 )
 
 // limiterEntry is one configured limiter. Entries are immutable: a reload
@@ -117,88 +113,13 @@ func (n *Node) newEntry(name string, lc LimiterConfig) (*limiterEntry, error) {
 	return &limiterEntry{name: name, cfg: lc, lim: lim, capacity: int64(limit.Capacity())}, nil
 }
 
-// handlerCount is how many batches the coalescer decides at once
+// handlerCount is how many workers answer each of check and check_batch
 // (--handlers).
 func handlerCount(cfg Config) int {
 	if cfg.Handlers > 0 {
 		return cfg.Handlers
 	}
 	return max(4, 2*runtime.GOMAXPROCS(0))
-}
-
-// endpointsPer is how many micro endpoints serve each of check and
-// check_batch per batch decided at once: an endpoint delivers one request
-// at a time, so more endpoints than batches keep requests waiting in the
-// coalescer, ready to be decided together.
-const endpointsPer = 4
-
-// maxCoalesce bounds the items a batch of coalesced requests holds (a
-// single request beyond it is still decided, alone).
-const maxCoalesce = 512
-
-// startService registers the micro service: for each of check and
-// check_batch, several endpoints on the subject (one door: the same queue
-// group, the same handler type, the same pipeline), and the limiters
-// endpoint.
-func (n *Node) startService(cfg Config) error {
-	svc, err := micro.AddService(n.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     Version,
-		Description: "Flux rate limiter: checks over NATS request-reply (docs/PROTOCOL.md)",
-		Metadata:    map[string]string{"node_id": cfg.NodeID, "protocol": Group},
-		StatsHandler: func(*micro.Endpoint) any {
-			return n.stats()
-		},
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			n.log.Warn("service error", "subject", err.Subject, "error", err.Description)
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("flux-node: register service: %w", err)
-	}
-	n.svc = svc
-	before := n.nc.NumSubscriptions()
-	g := svc.AddGroup(Group)
-	for _, k := range []kind{kindCheck, kindBatch} {
-		for i := range handlerCount(cfg) * endpointsPer {
-			name := k.endpoint()
-			if i > 0 {
-				name += "-" + strconv.Itoa(i+1)
-			}
-			if err := g.AddEndpoint(name, newHandler(n, k), micro.WithEndpointSubject(k.endpoint())); err != nil {
-				return fmt.Errorf("flux-node: add endpoint %s: %w", name, err)
-			}
-		}
-	}
-	if err := g.AddEndpoint("limiters", micro.HandlerFunc(n.serveLimiters)); err != nil {
-		return fmt.Errorf("flux-node: add endpoint limiters: %w", err)
-	}
-	n.svcSubs = n.nc.NumSubscriptions() - before
-	// A round trip makes sure the server has every subscription before
-	// Start returns, so the first request finds responders.
-	if err := n.nc.FlushTimeout(10 * time.Second); err != nil {
-		return fmt.Errorf("flux-node: register service: %w", err)
-	}
-	return nil
-}
-
-// stopService stops the service's endpoints taking requests and waits,
-// until ctx ends, for their subscriptions to drain: every request NATS
-// routed to them is answered. n.mu is held.
-func (n *Node) stopService(ctx context.Context) error {
-	if n.svc == nil {
-		return nil
-	}
-	target := n.nc.NumSubscriptions() - n.svcSubs
-	if err := n.svc.Stop(); err != nil {
-		return fmt.Errorf("stop service: %w", err)
-	}
-	// A drained subscription leaves the connection's set: the service's
-	// are drained once only the others remain.
-	for n.nc.NumSubscriptions() > target && !n.nc.IsClosed() && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nil
 }
 
 // stats is the service's custom $SRV.STATS data: per limiter, keys held
@@ -220,13 +141,6 @@ func (n *Node) stats() any {
 		"node_id":  n.cfg.NodeID,
 		"limiters": out,
 	}
-}
-
-// serveLimiters answers flux.v1.limiters.
-func (n *Node) serveLimiters(req micro.Request) {
-	start := time.Now()
-	n.reply(req, nil, n.limiters.Load().info, wire.ErrorBody{})
-	n.met.ObserveRequest("limiters", time.Since(start))
 }
 
 // adminHandler serves /healthz, /readyz and /metrics.

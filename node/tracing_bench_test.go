@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/fluxlimiter/flux/tracing"
@@ -37,19 +36,21 @@ func BenchmarkServeCheckTracing(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer n.Shutdown(context.Background())
-			h := newHandler(n, kindCheck)
+			w, _ := pipelineOf(n, kindCheck)
 			hdr := nats.Header{}
 			tracing.HeaderCarrier(hdr).Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"+c.flags)
 			bodies := checkBodies()
-			reqs := make([]fakeRequest, len(bodies))
+			reqs := make([][]*nats.Msg, len(bodies))
 			for i := range reqs {
-				reqs[i] = fakeRequest{data: bodies[i], hdr: micro.Headers(hdr)}
+				m := msg(kindCheck, bodies[i])
+				m.Header = hdr
+				reqs[i] = []*nats.Msg{m}
 			}
 			i := 0
 			b.ReportAllocs()
 			cpu0 := cpuTime()
 			for b.Loop() {
-				h.Handle(&reqs[i%len(reqs)])
+				w.serve(reqs[i%len(reqs)])
 				i++
 			}
 			reportCPU(b, cpu0, 1)
