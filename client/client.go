@@ -31,14 +31,18 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/protocol"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
 // Subjects of the flux service (group flux.v1).
+//
+// Deprecated: use protocol.SubjectCheck, protocol.SubjectCheckBatch and
+// protocol.SubjectLimiters, the protocol's one definition.
 const (
-	SubjectCheck      = "flux.v1.check"
-	SubjectCheckBatch = "flux.v1.check_batch"
-	SubjectLimiters   = "flux.v1.limiters"
+	SubjectCheck      = protocol.SubjectCheck
+	SubjectCheckBatch = protocol.SubjectCheckBatch
+	SubjectLimiters   = protocol.SubjectLimiters
 )
 
 // DefaultTimeout bounds a request whose context has no deadline.
@@ -154,8 +158,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 // named limiter, and records it if so. Cost 0 peeks.
 func (c *Client) Check(ctx context.Context, limiter, key string, cost int) (flux.Decision, error) {
 	if c.tr != nil {
-		msg := nats.NewMsg(SubjectCheck)
-		ctx, sp := c.tr.StartClient(ctx, SubjectCheck, msg.Header)
+		msg := nats.NewMsg(protocol.SubjectCheck)
+		ctx, sp := c.tr.StartClient(ctx, protocol.SubjectCheck, msg.Header)
 		sp.Check(limiter, key, cost)
 		d, err := c.check(ctx, limiter, key, cost, msg.Header)
 		sp.Result(d, err)
@@ -169,7 +173,7 @@ func (c *Client) Check(ctx context.Context, limiter, key string, cost int) (flux
 func (c *Client) check(ctx context.Context, limiter, key string, cost int, h nats.Header) (flux.Decision, error) {
 	bp := bufPool.Get().(*[]byte)
 	*bp = wire.AppendCheck((*bp)[:0], limiter, key, cost)
-	msg, err := c.request(ctx, SubjectCheck, *bp, h)
+	msg, err := c.request(ctx, protocol.SubjectCheck, *bp, h)
 	bufPool.Put(bp)
 	if err != nil {
 		return flux.Decision{}, err
@@ -212,8 +216,8 @@ func (c *Client) CheckBatchInto(ctx context.Context, reqs []Request, out []Resul
 		return fmt.Errorf("flux client: out has room for %d results, reqs has %d", len(out), len(reqs))
 	}
 	if c.tr != nil {
-		msg := nats.NewMsg(SubjectCheckBatch)
-		ctx, sp := c.tr.StartClient(ctx, SubjectCheckBatch, msg.Header)
+		msg := nats.NewMsg(protocol.SubjectCheckBatch)
+		ctx, sp := c.tr.StartClient(ctx, protocol.SubjectCheckBatch, msg.Header)
 		err := c.checkBatch(ctx, reqs, out, msg.Header)
 		if sp.Recording() && err == nil {
 			spanBatch(sp, reqs, out)
@@ -268,7 +272,7 @@ func (c *Client) checkBatch(ctx context.Context, reqs []Request, out []Result, h
 	}
 	b = append(b, "]}"...)
 	*bp = b
-	msg, err := c.request(ctx, SubjectCheckBatch, b, h)
+	msg, err := c.request(ctx, protocol.SubjectCheckBatch, b, h)
 	bufPool.Put(bp)
 	if err != nil {
 		return err
@@ -294,55 +298,17 @@ func (c *Client) checkBatch(ctx context.Context, reqs []Request, out []Result, h
 	return nil
 }
 
-// LimiterInfo describes one limiter configured on the node: its
-// algorithm and the parameters that algorithm takes (docs/PROTOCOL.md).
-type LimiterInfo struct {
-	Name      string `json:"name"`
-	Algorithm string `json:"algorithm"`
-	// Rate and Burst are set for gcra, token-bucket and leaky-bucket.
-	Rate  *float64 `json:"rate,omitempty"`
-	Burst *float64 `json:"burst,omitempty"`
-	// Limit is set for the window algorithms, with Window and WindowNS,
-	// or, for calendar-aligned fixed windows, Calendar and Timezone.
-	Limit    int    `json:"limit,omitempty"`
-	Window   string `json:"window,omitempty"`
-	WindowNS int64  `json:"window_ns,omitempty"`
-	Calendar string `json:"calendar,omitempty"`
-	Timezone string `json:"timezone,omitempty"`
-	// Capacity is the limit a decision reports for a fresh key.
-	Capacity int64 `json:"capacity"`
-}
-
-// FluxLimit returns the limiter's limit as a flux.Limit, such as
-// httplimit.Remote takes to fill RateLimit-Policy, validated. It fails for
-// an algorithm or a time zone this program does not know.
-func (li LimiterInfo) FluxLimit() (flux.Limit, error) {
-	l := flux.Limit{Algorithm: flux.Algorithm(li.Algorithm), Limit: li.Limit,
-		Window: time.Duration(li.WindowNS), Calendar: flux.Calendar(li.Calendar)}
-	if li.Rate != nil {
-		l.Rate = *li.Rate
-	}
-	if li.Burst != nil {
-		l.Burst = *li.Burst
-	}
-	if li.Timezone != "" && li.Timezone != "UTC" {
-		loc, err := time.LoadLocation(li.Timezone)
-		if err != nil {
-			return flux.Limit{}, fmt.Errorf("limiter %q: %w: %w", li.Name, flux.ErrInvalidWindow, err)
-		}
-		l.Location = loc
-	}
-	if err := l.Validate(); err != nil {
-		return flux.Limit{}, fmt.Errorf("limiter %q: %w", li.Name, err)
-	}
-	return l, nil
-}
+// LimiterInfo describes one limiter configured on the node.
+//
+// Deprecated: use protocol.LimiterInfo, the protocol's one definition
+// (this is an alias of it).
+type LimiterInfo = protocol.LimiterInfo
 
 // Limiters lists the limiters of the node that answers.
-func (c *Client) Limiters(ctx context.Context) ([]LimiterInfo, error) {
+func (c *Client) Limiters(ctx context.Context) ([]protocol.LimiterInfo, error) {
 	if c.tr != nil {
-		msg := nats.NewMsg(SubjectLimiters)
-		ctx, sp := c.tr.StartClient(ctx, SubjectLimiters, msg.Header)
+		msg := nats.NewMsg(protocol.SubjectLimiters)
+		ctx, sp := c.tr.StartClient(ctx, protocol.SubjectLimiters, msg.Header)
 		infos, err := c.limiters(ctx, msg.Header)
 		sp.Error(err)
 		endSpan(sp, err)
@@ -352,13 +318,13 @@ func (c *Client) Limiters(ctx context.Context) ([]LimiterInfo, error) {
 }
 
 // limiters is Limiters, sending the headers h (nil: none).
-func (c *Client) limiters(ctx context.Context, h nats.Header) ([]LimiterInfo, error) {
-	msg, err := c.request(ctx, SubjectLimiters, nil, h)
+func (c *Client) limiters(ctx context.Context, h nats.Header) ([]protocol.LimiterInfo, error) {
+	msg, err := c.request(ctx, protocol.SubjectLimiters, nil, h)
 	if err != nil {
 		return nil, err
 	}
 	var reply struct {
-		Limiters []LimiterInfo `json:"limiters"`
+		Limiters []protocol.LimiterInfo `json:"limiters"`
 	}
 	if err := json.Unmarshal(msg.Data, &reply); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadReply, err)

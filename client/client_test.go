@@ -14,6 +14,8 @@ import (
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/node/nodetest"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -22,32 +24,14 @@ func TestMain(m *testing.M) {
 
 func start(t *testing.T) (*client.Client, *nats.Conn) {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.NATSListen = "127.0.0.1:-1"
-	cfg.HTTPListen = ""
-	cfg.DataDir = t.TempDir()
+	cfg := nodetest.Config(t, map[string]node.LimiterConfig{
+		"api":  {Rate: 100, Burst: 20},
+		"slow": {Rate: 1},
+	})
 	cfg.MaxKeyLen = 8
 	cfg.MaxBatch = 3
 	cfg.Handlers = 1
-	cfg.Limiters = map[string]node.LimiterConfig{
-		"api":  {Rate: 100, Burst: 20},
-		"slow": {Rate: 1},
-	}
-	n, err := node.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown(context.Background()) })
-	nc, err := nats.Connect(n.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := nodetest.Connect(t, nodetest.Start(t, cfg))
 	return client.New(nc), nc
 }
 
@@ -149,7 +133,7 @@ func TestTransportErrors(t *testing.T) {
 		t.Fatalf("no node: %v, want ErrNoResponders naming the subject", err)
 	}
 	// A responder that never answers: the client's timeout applies.
-	sub, err := nc.Subscribe(client.SubjectCheck, func(*nats.Msg) {})
+	sub, err := nc.Subscribe(protocol.SubjectCheck, func(*nats.Msg) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +149,7 @@ func TestTransportErrors(t *testing.T) {
 		t.Fatalf("timeout took %v, want about 200ms", el)
 	}
 	// A responder that answers garbage.
-	sub2, err := nc.Subscribe(client.SubjectCheckBatch, func(m *nats.Msg) { m.Respond([]byte("garbage")) })
+	sub2, err := nc.Subscribe(protocol.SubjectCheckBatch, func(m *nats.Msg) { m.Respond([]byte("garbage")) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,43 +1,26 @@
 package client_test
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/node/nodetest"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // Limiters reports every algorithm's parameters, and FluxLimit turns them
 // back into the flux.Limit the node runs.
 func TestLimitersAlgorithms(t *testing.T) {
-	cfg := node.DefaultConfig()
-	cfg.NATSListen = "127.0.0.1:-1"
-	cfg.HTTPListen = ""
-	cfg.DataDir = t.TempDir()
-	cfg.Limiters = map[string]node.LimiterConfig{
+	n := nodetest.Start(t, nodetest.Config(t, map[string]node.LimiterConfig{
 		"leaky": {Algorithm: "leaky-bucket", Rate: 50, Burst: 9},
 		"log":   {Algorithm: "sliding-window-log", Limit: 5, Window: node.Duration(time.Minute)},
 		"daily": {Algorithm: "fixed-window", Limit: 1000, Calendar: "day", Timezone: "Europe/Paris"},
-	}
-	n, err := node.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown(context.Background())
-	if err := n.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(n.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	}))
+	nc := nodetest.Connect(t, n)
 	infos, err := client.New(nc).Limiters(t.Context())
 	if err != nil || len(infos) != 3 {
 		t.Fatalf("Limiters = %+v, %v", infos, err)
@@ -60,10 +43,10 @@ func TestLimitersAlgorithms(t *testing.T) {
 	if in := infos[0]; in.Name != "daily" || in.Calendar != "day" || in.Timezone != "Europe/Paris" || in.Window != "" || in.Rate != nil {
 		t.Fatalf("daily = %+v", in)
 	}
-	if _, err := (client.LimiterInfo{Name: "x", Algorithm: "quantum"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidAlgorithm) {
+	if _, err := (protocol.LimiterInfo{Name: "x", Algorithm: "quantum"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidAlgorithm) {
 		t.Fatal("unknown algorithm accepted")
 	}
-	if _, err := (client.LimiterInfo{Algorithm: "fixed-window", Limit: 1, Calendar: "day", Timezone: "Nowhere/Else"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidWindow) {
+	if _, err := (protocol.LimiterInfo{Algorithm: "fixed-window", Limit: 1, Calendar: "day", Timezone: "Nowhere/Else"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidWindow) {
 		t.Fatal("unknown zone accepted")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxlimiter/flux/client"
+	"github.com/fluxlimiter/flux/protocol"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
@@ -49,15 +50,15 @@ func fakeNode(t *testing.T) (*nats.Conn, func() []nats.Header) {
 		seen = append(seen, m.Header)
 		mu.Unlock()
 		switch {
-		case strings.Contains(string(m.Data), `"nope"`) && m.Subject == client.SubjectCheck:
+		case strings.Contains(string(m.Data), `"nope"`) && m.Subject == protocol.SubjectCheck:
 			reply := nats.NewMsg(m.Reply)
 			reply.Header.Set(micro.ErrorCodeHeader, "404")
 			reply.Header.Set(micro.ErrorHeader, `unknown limiter "nope"`)
 			reply.Data = []byte(`{"error":{"code":404,"reason":"unknown_limiter","description":"unknown limiter \"nope\""}}`)
 			_ = m.RespondMsg(reply)
-		case m.Subject == client.SubjectLimiters:
+		case m.Subject == protocol.SubjectLimiters:
 			_ = m.Respond([]byte(`{"limiters":[]}`))
-		case m.Subject == client.SubjectCheckBatch:
+		case m.Subject == protocol.SubjectCheckBatch:
 			denied := strings.Replace(decision, `"allowed":true`, `"allowed":false`, 1)
 			_ = m.Respond([]byte(fmt.Sprintf(`{"results":[%s,%s,%s]}`, decision, decision, denied)))
 		default:
@@ -132,7 +133,7 @@ func TestTracing(t *testing.T) {
 		}
 	}
 	a := attrsOf(spans[0])
-	if spans[0].Name() != client.SubjectCheck || a[tracing.AttrLimiter].AsString() != "api" || a[tracing.AttrDecision].AsString() != "allowed" ||
+	if spans[0].Name() != protocol.SubjectCheck || a[tracing.AttrLimiter].AsString() != "api" || a[tracing.AttrDecision].AsString() != "allowed" ||
 		a[tracing.AttrRemaining].AsInt64() != 20 || spans[0].Status().Code == codes.Error {
 		t.Fatalf("check span %s: %v %v", spans[0].Name(), a, spans[0].Status())
 	}
@@ -142,11 +143,11 @@ func TestTracing(t *testing.T) {
 	if a := attrsOf(spans[1]); spans[1].Status().Code != codes.Error || a[tracing.AttrErrorCode].AsString() != "404" {
 		t.Fatalf("error span: %v %v", spans[1].Status(), a)
 	}
-	if a := attrsOf(spans[2]); spans[2].Name() != client.SubjectCheckBatch || a[tracing.AttrBatchSize].AsInt64() != 3 ||
+	if a := attrsOf(spans[2]); spans[2].Name() != protocol.SubjectCheckBatch || a[tracing.AttrBatchSize].AsInt64() != 3 ||
 		a[tracing.AttrAllowed].AsInt64() != 2 || a[tracing.AttrDenied].AsInt64() != 1 || a[tracing.AttrLimiter].AsString() != "api" {
 		t.Fatalf("batch span %s: %v", spans[2].Name(), a)
 	}
-	if spans[3].Name() != client.SubjectLimiters || spans[3].Status().Code == codes.Error {
+	if spans[3].Name() != protocol.SubjectLimiters || spans[3].Status().Code == codes.Error {
 		t.Fatalf("limiters span %s: %v", spans[3].Name(), spans[3].Status())
 	}
 

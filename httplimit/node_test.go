@@ -1,10 +1,8 @@
 package httplimit_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -12,34 +10,14 @@ import (
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/httplimit"
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/node/nodetest"
 )
 
 // startNode starts an in-process flux-node on random loopback ports with
 // the limiter "api" (1/s, burst 1: capacity 2).
 func startNode(t *testing.T) *node.Node {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.NATSListen = "127.0.0.1:-1"
-	cfg.HTTPListen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.NodeID = "httplimit-test"
-	cfg.Limiters = map[string]node.LimiterConfig{"api": {Rate: 1, Burst: 1}}
-	n, err := node.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		_ = n.Shutdown(context.Background())
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Shutdown(context.Background()); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return n
+	return nodetest.Start(t, nodetest.Config(t, map[string]node.LimiterConfig{"api": {Rate: 1, Burst: 1}}))
 }
 
 // limitOf finds a GCRA limiter's limit among the node's limiters.

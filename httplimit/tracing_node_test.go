@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -14,6 +13,8 @@ import (
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/httplimit"
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/node/nodetest"
+	"github.com/fluxlimiter/flux/protocol"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
@@ -27,25 +28,8 @@ func TestTraceThroughFluxNode(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
 
-	cfg := node.DefaultConfig()
-	cfg.NATSListen = "127.0.0.1:-1"
-	cfg.HTTPListen = ""
-	cfg.DataDir = t.TempDir()
-	cfg.NodeID = "trace-test"
-	cfg.Limiters = map[string]node.LimiterConfig{"api": {Rate: 1, Burst: 1}}
-	n, err := node.New(cfg, nil, node.WithTracerProvider(tp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown(context.Background())
-	if err := n.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(n.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	n := nodetest.Start(t, nodetest.Config(t, map[string]node.LimiterConfig{"api": {Rate: 1, Burst: 1}}), node.WithTracerProvider(tp))
+	nc := nodetest.Connect(t, n)
 	c := client.New(nc, client.WithTracerProvider(tp))
 	infos, err := c.Limiters(t.Context())
 	if err != nil || len(infos) != 1 {
@@ -77,7 +61,7 @@ func TestTraceThroughFluxNode(t *testing.T) {
 		switch {
 		case s.SpanKind() == trace.SpanKindClient:
 			byKind["client"] = s
-		case s.Name() == node.SubjectCheck:
+		case s.Name() == protocol.SubjectCheck:
 			byKind["node"] = s
 		default:
 			byKind["http"] = s

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // The node answers NATS micro's discovery requests ($SRV.PING, $SRV.INFO
@@ -38,8 +39,8 @@ func (n *Node) identity() micro.ServiceIdentity {
 	if n.svc != nil {
 		id = n.svc.id
 	}
-	return micro.ServiceIdentity{Name: ServiceName, ID: id, Version: Version,
-		Metadata: map[string]string{"node_id": n.cfg.NodeID, "protocol": Group}}
+	return micro.ServiceIdentity{Name: protocol.ServiceName, ID: id, Version: Version,
+		Metadata: map[string]string{"node_id": n.cfg.NodeID, "protocol": protocol.Group}}
 }
 
 func (n *Node) info() micro.Info {
@@ -60,7 +61,7 @@ func (n *Node) startDiscovery() error {
 		micro.InfoVerb:  func() any { return n.info() },
 		micro.StatsVerb: func() any { return n.Stats() },
 	} {
-		for _, ids := range [][2]string{{"", ""}, {ServiceName, ""}, {ServiceName, s.id}} {
+		for _, ids := range [][2]string{{"", ""}, {protocol.ServiceName, ""}, {protocol.ServiceName, s.id}} {
 			subj, err := micro.ControlSubject(verb, ids[0], ids[1])
 			if err != nil {
 				return fmt.Errorf("flux-node: discovery: %w", err)

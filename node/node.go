@@ -4,7 +4,34 @@
 // admin endpoints. It is importable so tests and programs can run nodes
 // in-process; cmd/flux-node is a thin main over it.
 //
-// The wire protocol is documented in docs/PROTOCOL.md.
+// # The request path
+//
+// Every request goes one way, like a check in the library:
+//
+//		door (door.go) → decode → resolve → decide → encode → reply → observe
+//		                 (pipeline.go)       (decide.go)     (reply.go) (observe.go)
+//
+//	  - One door per subject: queue subscriptions feeding one channel, read
+//	    by workers. A worker takes every request waiting and runs them
+//	    through the pipeline together, so concurrent single checks are
+//	    decided as one batch per limiter: under load that is what makes a
+//	    single check cost about what a batched one does. (micro endpoints
+//	    deliver one request per Handle call, which must reply before it
+//	    returns, so requests are seldom decided together; the node answers
+//	    micro's discovery protocol itself, from the doors' counters: see
+//	    door.go.)
+//	  - Resolve is the one place where a request's limiter, key and cost are
+//	    checked; errors.go the one place where error replies are built;
+//	    reply.go the one place where a reply is published, and where reply
+//	    subjects a client may not own are refused.
+//	  - Decide goes through one small interface, decider, which the local
+//	    limiter and the cluster Coordinator both implement: the pipeline
+//	    does not know the limiter's mode.
+//	  - The observer records metrics and spans from the results, after the
+//	    reply; the steps record nothing.
+//
+// The wire protocol is documented in docs/PROTOCOL.md; its names are
+// defined once, in package protocol.
 package node
 
 import (
@@ -30,6 +57,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/metrics"
+	"github.com/fluxlimiter/flux/protocol"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
@@ -37,13 +65,16 @@ import (
 const Version = "0.1.0"
 
 // Wire names, fixed by the protocol.
+//
+// Deprecated: use the protocol package's names (protocol.ServiceName,
+// protocol.Group, protocol.SubjectCheck...), the protocol's one
+// definition.
 const (
-	ServiceName = "flux"
-	Group       = "flux.v1"
-	// Subjects of the endpoints.
-	SubjectCheck      = Group + ".check"
-	SubjectCheckBatch = Group + ".check_batch"
-	SubjectLimiters   = Group + ".limiters"
+	ServiceName       = protocol.ServiceName
+	Group             = protocol.Group
+	SubjectCheck      = protocol.SubjectCheck
+	SubjectCheckBatch = protocol.SubjectCheckBatch
+	SubjectLimiters   = protocol.SubjectLimiters
 )
 
 // Errors of the node's life cycle.
@@ -242,8 +273,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if httpLn != nil {
 		n.serveHTTP(httpLn)
 	}
-	n.log.Info("flux service ready", "service", ServiceName, "version", Version,
-		"node_id", cfg.NodeID, "subjects", SubjectCheck+", "+SubjectCheckBatch+", "+SubjectLimiters,
+	n.log.Info("flux service ready", "service", protocol.ServiceName, "version", Version,
+		"node_id", cfg.NodeID, "subjects", protocol.SubjectCheck+", "+protocol.SubjectCheckBatch+", "+protocol.SubjectLimiters,
 		"limiters", slices.Sorted(maps.Keys(cfg.Limiters)))
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fluxlimiter/flux/cluster"
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/protocol"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
@@ -32,7 +33,7 @@ const (
 )
 
 func (k kind) subject() string {
-	return [...]string{SubjectCheck, SubjectCheckBatch, SubjectLimiters}[k]
+	return [...]string{protocol.SubjectCheck, protocol.SubjectCheckBatch, protocol.SubjectLimiters}[k]
 }
 
 // endpoint is the endpoint's name in $SRV.INFO and in metrics

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // DefaultReplyPrefixes are the reply subjects the node answers unless
@@ -23,7 +24,7 @@ var DefaultReplyPrefixes = []string{"_INBOX."}
 // system account and the service's own subjects. The node publishes with
 // its own rights, so a reply there would carry them for the client that
 // chose the reply subject.
-var forbiddenReplies = []string{"_FLUX.", "$KV.", "$JS.", "$JSC.", "$O.", "$SYS.", "$SRV.", Group + "."}
+var forbiddenReplies = []string{"_FLUX.", "$KV.", "$JS.", "$JSC.", "$O.", "$SYS.", "$SRV.", protocol.Group + "."}
 
 // replyRule decides which reply subjects the node publishes on: those
 // starting with one of its prefixes and with none of forbiddenReplies.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fluxlimiter/flux"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // limiterEntry is one configured limiter. Entries are immutable: a reload
@@ -36,20 +37,6 @@ func (s *limiterSet) closeAll() {
 	}
 }
 
-// limiterInfo is one limiter in the flux.v1.limiters reply.
-type limiterInfo struct {
-	Name      string   `json:"name"`
-	Algorithm string   `json:"algorithm"`
-	Rate      *float64 `json:"rate,omitempty"`
-	Burst     *float64 `json:"burst,omitempty"`
-	Limit     int      `json:"limit,omitempty"`
-	Window    string   `json:"window,omitempty"`
-	WindowNS  int64    `json:"window_ns,omitempty"`
-	Calendar  string   `json:"calendar,omitempty"`
-	Timezone  string   `json:"timezone,omitempty"`
-	Capacity  int64    `json:"capacity"`
-}
-
 // zoneName is the name of a Timezone setting: "" is UTC.
 func zoneName(tz string) string {
 	if tz == "" {
@@ -60,9 +47,9 @@ func zoneName(tz string) string {
 
 // info describes a limiter's configuration for flux.v1.limiters: the
 // parameters its algorithm takes, and nothing else.
-func (e *limiterEntry) info() limiterInfo {
+func (e *limiterEntry) info() protocol.LimiterInfo {
 	lc := e.cfg
-	li := limiterInfo{Name: e.name, Algorithm: lc.AlgorithmName(), Capacity: e.capacity}
+	li := protocol.LimiterInfo{Name: e.name, Algorithm: lc.AlgorithmName(), Capacity: e.capacity}
 	if !flux.Algorithm(li.Algorithm).Windowed() {
 		rate, burst := lc.Rate, lc.Burst
 		li.Rate, li.Burst = &rate, &burst
@@ -78,10 +65,7 @@ func (e *limiterEntry) info() limiterInfo {
 }
 
 func (s *limiterSet) encodeInfo() {
-	var reply struct {
-		Limiters []limiterInfo `json:"limiters"`
-	}
-	reply.Limiters = []limiterInfo{}
+	reply := protocol.LimitersReply{Limiters: []protocol.LimiterInfo{}}
 	for _, name := range slices.Sorted(maps.Keys(s.byName)) {
 		reply.Limiters = append(reply.Limiters, s.byName[name].info())
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // defaultURL is where `flux-node check` looks for a node unless told
@@ -88,7 +89,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancel()
 	d, err := client.New(nc).Check(ctx, limiter, k, cost)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fail("no flux-node answers on %s at %s (is it running there? pass its address with --nats-url)", client.SubjectCheck, url)
+		return fail("no flux-node answers on %s at %s (is it running there? pass its address with --nats-url)", protocol.SubjectCheck, url)
 	}
 	if err != nil {
 		return fail("%v", err)

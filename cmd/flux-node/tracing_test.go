@@ -17,6 +17,7 @@ import (
 
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // collector is an OTLP/HTTP trace receiver: it keeps every span posted to
@@ -115,12 +116,12 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 				limiter = kv.Value.GetStringValue()
 			}
 		}
-		if sp.Name == node.SubjectCheck && limiter != node.DefaultLimiterName {
+		if sp.Name == protocol.SubjectCheck && limiter != node.DefaultLimiterName {
 			t.Errorf("check span's ratelimit.limiter = %q, want %q", limiter, node.DefaultLimiterName)
 		}
 	}
-	if names[node.SubjectCheck] != 3 || names[node.SubjectCheckBatch] != 1 {
-		t.Fatalf("exported spans %v, want 3 %s and 1 %s", names, node.SubjectCheck, node.SubjectCheckBatch)
+	if names[protocol.SubjectCheck] != 3 || names[protocol.SubjectCheckBatch] != 1 {
+		t.Fatalf("exported spans %v, want 3 %s and 1 %s", names, protocol.SubjectCheck, protocol.SubjectCheckBatch)
 	}
 }
 
@@ -147,8 +148,8 @@ func TestTracesExportedFromEnv(t *testing.T) {
 	}
 	col.mu.Lock()
 	defer col.mu.Unlock()
-	if col.bad != nil || len(col.spans) != 1 || col.spans[0].Name != node.SubjectCheck {
-		t.Fatalf("exported %d spans (bad export: %v), want one %s", len(col.spans), col.bad, node.SubjectCheck)
+	if col.bad != nil || len(col.spans) != 1 || col.spans[0].Name != protocol.SubjectCheck {
+		t.Fatalf("exported %d spans (bad export: %v), want one %s", len(col.spans), col.bad, protocol.SubjectCheck)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/node/nodetest"
 )
 
 // tools finds node and npm. Without them the test is skipped, unless
@@ -60,32 +61,10 @@ func npmCI(t *testing.T, npmBin string) {
 // 100 s so nothing refills during the test.
 func startNode(t *testing.T) string {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.NATSListen = "127.0.0.1:-1"
-	cfg.HTTPListen = ""
-	cfg.DataDir = t.TempDir()
-	cfg.NodeID = "node-example-test"
-	cfg.Limiters = map[string]node.LimiterConfig{
+	return nodetest.Start(t, nodetest.Config(t, map[string]node.LimiterConfig{
 		"api":     {Rate: 0.01, Burst: 2},
 		"default": node.DefaultLimiter,
-	}
-	n, err := node.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n.ClientURL()
+	})).ClientURL()
 }
 
 func runNode(t *testing.T, nodeBin, url string, args ...string) (string, error) {
