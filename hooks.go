@@ -259,7 +259,7 @@ func (x *extension) report(where string, v any) {
 func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
 	sw := x.startWatch()
 	for i := range reqs {
-		x.runBefore(ctx, reqs[i].Key, reqs[i].Cost)
+		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
 	err := x.l.checkBatch(ctx, reqs, out, itemErrs)
 	if x.timed {
@@ -279,7 +279,7 @@ func (x *extension) afterBatch(ctx context.Context, reqs []Request, out []Decisi
 		if e == nil {
 			d = out[i]
 		}
-		x.runAfter(ctx, reqs[i].Key, reqs[i].Cost, &d, e, lat)
+		x.runAfter(ctx, reqs[i].Key, reqs[i].cost(), &d, e, lat)
 	}
 }
 
@@ -321,7 +321,7 @@ func (x *extension) startAsyncBatch(ctx context.Context, reqs []Request) *asyncB
 		h = &asyncBatchHook{x: x, ctx: ctx, reqs: reqs, sw: x.startWatch()}
 	}
 	for i := range reqs {
-		x.runBefore(ctx, reqs[i].Key, reqs[i].Cost)
+		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
 	return h
 }

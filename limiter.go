@@ -107,11 +107,6 @@ func (l Limit) Validate() error {
 // shards can write decisions straight into a caller's slice.
 type Decision = algorithm.Decision
 
-// Request is one item of a batch: a check of Cost for Key (fields Key
-// string and Cost int). Cost 0 peeks, as with CheckN. It is an alias so
-// that shards read a caller's batch in place.
-type Request = shard.Request
-
 // Update is an admission of Cost for Key decided elsewhere (by another
 // node) at At, in Unix nanoseconds. Apply adds it without deciding.
 type Update struct {
@@ -347,7 +342,8 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 // CheckBatch checks many requests at once: out[i] answers reqs[i]. It
 // sends one message per shard and each shard reads the clock once, so it is
 // much cheaper per request than separate checks. Requests for the same key
-// are decided in order.
+// are decided in order. A Request whose Cost is unset costs 1; only one
+// with Peek set peeks.
 //
 // Every item is validated before any is applied: an invalid item makes
 // CheckBatch return a *BatchError naming its index, with nothing applied.
@@ -389,8 +385,8 @@ func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision
 	maxLen, capacity := uint(l.maxKeyLen), l.capacity.Load()
 	for i := range reqs {
 		r := &reqs[i]
-		if uint(len(r.Key))-1 >= maxLen || uint64(r.Cost) > uint64(capacity) {
-			if err := l.validate(r.Key, r.Cost); err != nil {
+		if uint(len(r.Key))-1 >= maxLen || uint64(r.Cost) > uint64(capacity) || r.Peek {
+			if err := l.validateRequest(r); err != nil {
 				return &BatchError{Index: i, Err: err}
 			}
 		}
@@ -650,7 +646,7 @@ func (g *group[S]) start(ctx context.Context, reqs []Request, out []Decision, di
 	if len(p.parts) == 1 {
 		// One shard: it reads reqs in place, in order.
 		pt := &p.parts[0]
-		pt.b.Reqs, pt.b.Sel, pt.b.Idx, pt.b.Errs, pt.b.Err, pt.idx = reqs, nil, nil, nil, nil, pt.idx[:0]
+		pt.b.Reqs, pt.b.Sel, pt.b.Idx, pt.b.Errs, pt.b.Err, pt.idx = shardRequests(reqs), nil, nil, nil, nil, pt.idx[:0]
 		if direct {
 			pt.b.Out = out
 		} else {
@@ -664,9 +660,10 @@ func (g *group[S]) start(ctx context.Context, reqs []Request, out []Decision, di
 		p.sent = 1
 		return p, nil
 	}
+	sreqs := shardRequests(reqs)
 	for i := range p.parts {
 		pt := &p.parts[i]
-		pt.b.Reqs, pt.b.Errs, pt.b.Err, pt.idx = reqs, nil, nil, pt.idx[:0]
+		pt.b.Reqs, pt.b.Errs, pt.b.Err, pt.idx = sreqs, nil, nil, pt.idx[:0]
 	}
 	for i := range reqs {
 		pt := &p.parts[g.index(reqs[i].Key)]

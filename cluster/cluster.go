@@ -555,16 +555,29 @@ func (e *entry) far(p flux.Decision, cost int) bool {
 }
 
 // validate rejects what no node could decide, before anything is sent.
-func (e *entry) validate(key string, cost int) error {
+func (e *entry) validate(r *flux.Request) error {
+	cost := charge(r)
 	switch {
-	case key == "":
+	case r.Key == "":
 		return flux.ErrEmptyKey
-	case cost < 0:
-		return fmt.Errorf("%w: %d", flux.ErrInvalidCost, cost)
+	case r.Cost < 0 || (r.Peek && r.Cost != 0):
+		return fmt.Errorf("%w: %d", flux.ErrInvalidCost, r.Cost)
 	case cost > e.lim.Limit().Capacity():
 		return fmt.Errorf("%w: cost %d, capacity %d", flux.ErrCostExceedsBurst, cost, e.lim.Limit().Capacity())
 	}
 	return nil
+}
+
+// charge is the cost r is decided with, as flux.Request defines it: 0 for
+// a peek, 1 when Cost is unset.
+func charge(r *flux.Request) int {
+	switch {
+	case r.Peek:
+		return 0
+	case r.Cost == 0:
+		return 1
+	}
+	return r.Cost
 }
 
 // Check decides a request of cost for key under limiter name, according to
@@ -584,7 +597,7 @@ func (c *Coordinator) Check(ctx context.Context, limiter, key string, cost int) 
 	if owner == c.self || owner == "" {
 		return c.decide(ctx, e, key, cost, PathLocal)
 	}
-	if err := e.validate(key, cost); err != nil {
+	if err := e.validate(&flux.Request{Key: key, Cost: cost, Peek: cost == 0}); err != nil {
 		return Answer{}, err
 	}
 	if e.cfg.Mode == Hybrid {
@@ -684,7 +697,7 @@ func (c *Coordinator) CheckBatch(ctx context.Context, limiter string, reqs []flu
 	}
 	valid := make([]int, 0, len(reqs))
 	for i := range reqs {
-		if err := e.validate(reqs[i].Key, reqs[i].Cost); err != nil {
+		if err := e.validate(&reqs[i]); err != nil {
 			itemErrs[i] = err
 			continue
 		}
@@ -700,7 +713,7 @@ func (c *Coordinator) CheckBatch(ctx context.Context, limiter string, reqs []flu
 		pd := make([]flux.Decision, len(valid))
 		pe := make([]error, len(valid))
 		for j, i := range valid {
-			pr[j] = flux.Request{Key: reqs[i].Key}
+			pr[j] = flux.Request{Key: reqs[i].Key, Peek: true}
 		}
 		if err := checkEach(ctx, e.lim, pr, pd, pe); err != nil {
 			return err
@@ -720,18 +733,18 @@ func (c *Coordinator) CheckBatch(ctx context.Context, limiter string, reqs []flu
 		switch {
 		case owner == c.self || owner == "":
 			local = append(local, i)
-		case peeks != nil && e.far(peeks[i], r.Cost+taken[r.Key]):
+		case peeks != nil && e.far(peeks[i], charge(r)+taken[r.Key]):
 			if taken == nil {
 				taken = make(map[string]int)
 			}
-			taken[r.Key] += r.Cost
+			taken[r.Key] += charge(r)
 			local = append(local, i)
 		case c.suspected(owner):
 			fallback = append(fallback, i)
 		default:
 			remote = append(remote, i)
 			owners = append(owners, owner)
-			calls = append(calls, c.fwd.Enqueue(owner, bus.Check{Limiter: e.name, Key: r.Key, Cost: r.Cost}, e.cfg.OwnerDeadline))
+			calls = append(calls, c.fwd.Enqueue(owner, bus.Check{Limiter: e.name, Key: r.Key, Cost: charge(r)}, e.cfg.OwnerDeadline))
 		}
 	}
 	if err := c.decideSome(ctx, e, reqs, local, out, itemErrs, PathLocal); err != nil {
@@ -801,8 +814,8 @@ func (c *Coordinator) decideSome(ctx context.Context, e *entry, reqs []flux.Requ
 		}
 		n++
 		out[i] = Answer{Decision: ds[j], Path: path}
-		if ds[j].Allowed && sub[j].Cost > 0 && e.g != nil {
-			e.g.add(sub[j].Key, now, sub[j].Cost)
+		if cost := charge(&sub[j]); ds[j].Allowed && cost > 0 && e.g != nil {
+			e.g.add(sub[j].Key, now, cost)
 		}
 	}
 	if path == pathServed {
@@ -904,7 +917,8 @@ func (h handler) HandleForward(ctx context.Context, from string, checks []bus.Ch
 	reqs := make([]flux.Request, len(checks))
 	groups := make(map[string][]int, 1) // by limiter, each in order
 	for i := range checks {
-		reqs[i] = flux.Request{Key: checks[i].Key, Cost: checks[i].Cost}
+		// On the bus a cost of 0 is a peek.
+		reqs[i] = flux.Request{Key: checks[i].Key, Cost: checks[i].Cost, Peek: checks[i].Cost == 0}
 		groups[checks[i].Limiter] = append(groups[checks[i].Limiter], i)
 	}
 	answers := make([]Answer, len(checks))
@@ -919,7 +933,7 @@ func (h handler) HandleForward(ctx context.Context, from string, checks []bus.Ch
 		}
 		valid := idx[:0]
 		for _, i := range idx {
-			if err := e.validate(reqs[i].Key, reqs[i].Cost); err != nil {
+			if err := e.validate(&reqs[i]); err != nil {
 				errs[i] = err
 				continue
 			}
