@@ -18,9 +18,16 @@ var (
 	ErrInvalidBurst = errs.InvalidBurst
 	// ErrInvalidCost: a negative cost.
 	ErrInvalidCost = errs.InvalidCost
-	// ErrCostExceedsBurst: a cost above the capacity (floor(Burst)+1). Such a
-	// request could never be admitted, so it is an error, not a denial.
-	ErrCostExceedsBurst = errs.CostExceedsBurst
+	// ErrCostExceedsCapacity: a cost above the capacity (Limit.Capacity).
+	// Such a request could never be admitted, so it is an error, not a
+	// denial.
+	ErrCostExceedsCapacity = errs.CostExceedsBurst
+	// ErrCostExceedsBurst is the former name of ErrCostExceedsCapacity
+	// (the same error).
+	//
+	// Deprecated: use ErrCostExceedsCapacity; window algorithms have no
+	// burst, and the message and wire reason always said capacity.
+	ErrCostExceedsBurst = ErrCostExceedsCapacity
 	// ErrEmptyKey: the key is "".
 	ErrEmptyKey = errs.EmptyKey
 	// ErrKeyTooLong: the key is longer than the limiter's bound

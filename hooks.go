@@ -256,12 +256,12 @@ func (x *extension) report(where string, v any) {
 }
 
 // batch runs a batch with hooks around it.
-func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
+func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error, eachInvalid bool) error {
 	sw := x.startWatch()
 	for i := range reqs {
 		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
-	err := x.l.checkBatch(ctx, reqs, out, itemErrs)
+	err := x.l.checkBatch(ctx, reqs, out, itemErrs, eachInvalid)
 	if x.timed {
 		x.afterBatch(ctx, reqs, out, itemErrs, err, sw.elapsed())
 	}

@@ -16,6 +16,7 @@ package flux
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -235,7 +236,11 @@ func WithSweep(every time.Duration, budget int) Option {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // ErrInvalidOption: an option was given an unusable value.
-var ErrInvalidOption = fmt.Errorf("flux: invalid option")
+var ErrInvalidOption = errors.New("flux: invalid option")
+
+// ErrInvalidArgument: a method was given an unusable argument, such as an
+// out slice shorter than the requests or a negative duration.
+var ErrInvalidArgument = errors.New("flux: invalid argument")
 
 // Limiter is a sharded rate limiter. All its methods are safe for
 // simultaneous use by multiple goroutines. Create one with New and release
@@ -287,20 +292,50 @@ func New(limit Limit, opts ...Option) (*Limiter, error) {
 // Limit returns the limit in force.
 func (l *Limiter) Limit() Limit { return *l.limit.Load() }
 
-// validate checks one request before it is sent to a shard.
+// validate checks one request before it is sent to a shard. Keys and
+// costs are validated here and nowhere else: single checks, batches,
+// futures and Validate all come through it.
 func (l *Limiter) validate(key string, cost int) error {
+	if err := l.validateKey(key); err != nil {
+		return err
+	}
+	switch {
+	case cost < 0:
+		return fmt.Errorf("%w: %d", ErrInvalidCost, cost)
+	case int64(cost) > l.capacity.Load():
+		return fmt.Errorf("%w: cost %d, capacity %d", ErrCostExceedsCapacity, cost, l.capacity.Load())
+	}
+	return nil
+}
+
+func (l *Limiter) validateKey(key string) error {
 	switch {
 	case len(key) == 0:
 		return ErrEmptyKey
 	case len(key) > l.maxKeyLen:
 		return fmt.Errorf("%w: %d bytes (max %d)", ErrKeyTooLong, len(key), l.maxKeyLen)
-	case cost < 0:
-		return fmt.Errorf("%w: %d", ErrInvalidCost, cost)
-	case int64(cost) > l.capacity.Load():
-		return fmt.Errorf("%w: cost %d, capacity %d", ErrCostExceedsBurst, cost, l.capacity.Load())
 	}
 	return nil
 }
+
+// validateUpdate checks an admission made elsewhere. Its cost may exceed
+// the capacity: a peer publishes the sum of what it admitted in a while.
+func (l *Limiter) validateUpdate(u *Update) error {
+	if err := l.validateKey(u.Key); err != nil {
+		return err
+	}
+	if u.Cost < 0 {
+		return fmt.Errorf("%w: %d", ErrInvalidCost, u.Cost)
+	}
+	return nil
+}
+
+// Validate reports whether the limiter would accept r, as CheckBatch
+// validates each item, without deciding anything: the error wraps
+// ErrEmptyKey, ErrKeyTooLong, ErrInvalidCost or ErrCostExceedsCapacity.
+// It is for callers that route a request elsewhere before it is decided
+// (the cluster forwards it to the key's owner) and want it refused here.
+func (l *Limiter) Validate(r Request) error { return l.validateRequest(&r) }
 
 // Check is shorthand for CheckN(ctx, key, 1).
 func (l *Limiter) Check(ctx context.Context, key string) (Decision, error) {
@@ -352,45 +387,108 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 // their part.
 func (l *Limiter) CheckBatch(ctx context.Context, reqs []Request, out []Decision) error {
 	if l.ext != nil && l.ext.hooked {
-		return l.ext.batch(ctx, reqs, out, nil)
+		return l.ext.batch(ctx, reqs, out, nil, false)
 	}
-	return l.checkBatch(ctx, reqs, out, nil)
+	return l.checkBatch(ctx, reqs, out, nil, false)
 }
 
-// CheckBatchEach is CheckBatch for callers that answer each item on its
-// own (flux-node's batch endpoint): an item that cannot be decided at run
-// time (ErrFull, or ErrCostExceedsBurst after a concurrent SetLimit) gets
-// its error in itemErrs[i] and the other items are still decided. itemErrs
-// must be as long as reqs; entries of items that were decided are left
-// untouched. The returned error is for the batch as a whole.
+// CheckEach is CheckBatch for callers that answer each item on its own,
+// such as flux-node's batch endpoint and the cluster coordinator: an item
+// that cannot be decided gets its error in errs[i] and every other item is
+// still decided. That covers invalid items (ErrEmptyKey, ErrKeyTooLong,
+// ErrInvalidCost, ErrCostExceedsCapacity) as well as items that fail at run
+// time (ErrFull, or ErrCostExceedsCapacity after a concurrent SetLimit); the
+// out entry of such an item is left zero. errs must be at least as long as
+// reqs, and CheckEach sets each of its first len(reqs) entries (nil for an
+// item decided), so no caller has to retry or split a batch. The returned
+// error is for the batch as a whole (a closed limiter, the context ending,
+// a clock failure, overload): errs then says nothing, and some shards may
+// have applied their part.
+func (l *Limiter) CheckEach(ctx context.Context, reqs []Request, out []Decision, errs []error) error {
+	if len(errs) < len(reqs) {
+		return fmt.Errorf("%w: errs has room for %d errors, reqs has %d", ErrInvalidArgument, len(errs), len(reqs))
+	}
+	errs = errs[:len(reqs)]
+	clear(errs)
+	if l.ext != nil && l.ext.hooked {
+		return l.ext.batch(ctx, reqs, out, errs, true)
+	}
+	return l.checkBatch(ctx, reqs, out, errs, true)
+}
+
+// CheckBatchEach is CheckBatch that reports the items failing at run time
+// in itemErrs, while an invalid item still fails the whole batch.
+//
+// Deprecated: use CheckEach, which reports invalid items per item too.
 func (l *Limiter) CheckBatchEach(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
 	if len(itemErrs) < len(reqs) {
-		return fmt.Errorf("%w: itemErrs has room for %d errors, reqs has %d", ErrInvalidOption, len(itemErrs), len(reqs))
+		return fmt.Errorf("%w: itemErrs has room for %d errors, reqs has %d", ErrInvalidArgument, len(itemErrs), len(reqs))
 	}
 	if l.ext != nil && l.ext.hooked {
-		return l.ext.batch(ctx, reqs, out, itemErrs[:len(reqs)])
+		return l.ext.batch(ctx, reqs, out, itemErrs[:len(reqs)], false)
 	}
-	return l.checkBatch(ctx, reqs, out, itemErrs[:len(reqs)])
+	return l.checkBatch(ctx, reqs, out, itemErrs[:len(reqs)], false)
 }
 
-func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
+// checkBatch is the one batch path. itemErrs, when not nil, receives the
+// errors of items that fail at run time; eachInvalid says invalid items are
+// reported there too instead of failing the batch.
+func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error, eachInvalid bool) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
 	if len(out) < len(reqs) {
-		return fmt.Errorf("%w: out has room for %d decisions, reqs has %d", ErrInvalidOption, len(out), len(reqs))
+		return fmt.Errorf("%w: out has room for %d decisions, reqs has %d", ErrInvalidArgument, len(out), len(reqs))
 	}
-	// The common case in one pass of plain comparisons; validate, which
-	// builds the error, only for an item that fails them.
+	// The common case in one pass of plain comparisons; validateRequest,
+	// which builds the error, only for an item that fails them.
 	maxLen, capacity := uint(l.maxKeyLen), l.capacity.Load()
+	invalid := 0
 	for i := range reqs {
 		r := &reqs[i]
 		if uint(len(r.Key))-1 >= maxLen || uint64(r.Cost) > uint64(capacity) || r.Peek {
 			if err := l.validateRequest(r); err != nil {
-				return &BatchError{Index: i, Err: err}
+				if !eachInvalid {
+					return &BatchError{Index: i, Err: err}
+				}
+				itemErrs[i] = err
+				invalid++
 			}
 		}
 	}
+	if invalid > 0 {
+		return l.checkValid(ctx, reqs, out, itemErrs, invalid)
+	}
+	return l.run(ctx, reqs, out, itemErrs)
+}
+
+// checkValid decides the items of reqs that have no error yet, in one
+// batch, and leaves the out entries of the others zero.
+func (l *Limiter) checkValid(ctx context.Context, reqs []Request, out []Decision, itemErrs []error, invalid int) error {
+	n := len(reqs) - invalid
+	idx := make([]int, 0, n)
+	sub := make([]Request, 0, n)
+	for i := range reqs {
+		if itemErrs[i] == nil {
+			idx = append(idx, i)
+			sub = append(sub, reqs[i])
+		} else {
+			out[i] = Decision{}
+		}
+	}
+	subOut := make([]Decision, n)
+	subErrs := make([]error, n)
+	if err := l.run(ctx, sub, subOut, subErrs); err != nil {
+		return err
+	}
+	for j, i := range idx {
+		out[i], itemErrs[i] = subOut[j], subErrs[j]
+	}
+	return nil
+}
+
+// run sends validated requests to the shards and waits for their answers.
+func (l *Limiter) run(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
 	if len(reqs) == 0 {
 		return nil
 	}
@@ -406,26 +504,58 @@ func (l *Limiter) checkBatch(ctx context.Context, reqs []Request, out []Decision
 
 // Apply records admissions decided elsewhere (another node's, for cluster
 // gossip) without deciding: each adds its cost at its time to the key's
-// state. Invalid items are reported as a *BatchError and nothing is applied.
+// state. Every update is validated first: an invalid one (an empty or too
+// long key, a negative cost) makes Apply return a *BatchError naming it,
+// with nothing applied.
 func (l *Limiter) Apply(ctx context.Context, updates []Update) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
 	for i := range updates {
-		u := &updates[i]
-		switch {
-		case len(u.Key) == 0:
-			return &BatchError{Index: i, Err: ErrEmptyKey}
-		case len(u.Key) > l.maxKeyLen:
-			return &BatchError{Index: i, Err: ErrKeyTooLong}
-		case u.Cost < 0:
-			return &BatchError{Index: i, Err: ErrInvalidCost}
+		if err := l.validateUpdate(&updates[i]); err != nil {
+			return &BatchError{Index: i, Err: err}
 		}
 	}
 	if len(updates) == 0 {
 		return nil
 	}
 	return l.eng.apply(ctx, updates)
+}
+
+// ApplyEach is Apply for callers that handle each update on its own, such
+// as the cluster's gossip: an invalid update gets its error in errs[i] and
+// the others are applied. errs must be at least as long as updates, and
+// ApplyEach sets each of its first len(updates) entries. The returned error
+// is for the call as a whole (a closed limiter, the context ending, a
+// clock failure).
+func (l *Limiter) ApplyEach(ctx context.Context, updates []Update, errs []error) error {
+	if len(errs) < len(updates) {
+		return fmt.Errorf("%w: errs has room for %d errors, updates has %d", ErrInvalidArgument, len(errs), len(updates))
+	}
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	errs = errs[:len(updates)]
+	invalid := 0
+	for i := range updates {
+		errs[i] = l.validateUpdate(&updates[i])
+		if errs[i] != nil {
+			invalid++
+		}
+	}
+	valid := updates
+	if invalid > 0 {
+		valid = make([]Update, 0, len(updates)-invalid)
+		for i := range updates {
+			if errs[i] == nil {
+				valid = append(valid, updates[i])
+			}
+		}
+	}
+	if len(valid) == 0 {
+		return nil
+	}
+	return l.eng.apply(ctx, valid)
 }
 
 // SetLimit changes the limit of every key. Each shard re-bases its keys so
@@ -464,7 +594,7 @@ func (l *Limiter) Cleanup(ctx context.Context, staleAfter time.Duration) (int, e
 		return 0, ErrClosed
 	}
 	if staleAfter < 0 {
-		return 0, fmt.Errorf("%w: negative staleAfter %v", ErrInvalidOption, staleAfter)
+		return 0, fmt.Errorf("%w: negative staleAfter %v", ErrInvalidArgument, staleAfter)
 	}
 	l.cleanMu.Lock()
 	defer l.cleanMu.Unlock()

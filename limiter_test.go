@@ -201,7 +201,7 @@ func TestCheckBatchValidatesBeforeApplying(t *testing.T) {
 	if d := check(t, l, "b", 3); !d.Allowed {
 		t.Fatal("an invalid batch consumed b's capacity")
 	}
-	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}}, nil); !errors.Is(err, flux.ErrInvalidOption) {
+	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}}, nil); !errors.Is(err, flux.ErrInvalidArgument) {
 		t.Fatalf("short out: %v", err)
 	}
 	if err := l.CheckBatch(t.Context(), nil, nil); err != nil {
