@@ -1,6 +1,7 @@
 package flux
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/fluxlimiter/flux/internal/errs"
@@ -83,3 +84,10 @@ func (e *BatchError) Error() string { return fmt.Sprintf("flux: batch item %d: %
 
 // Unwrap returns Err, so errors.Is(err, ErrEmptyKey) and the like match.
 func (e *BatchError) Unwrap() error { return e.Err }
+
+// ErrInvalidOption: an option was given an unusable value.
+var ErrInvalidOption = errors.New("flux: invalid option")
+
+// ErrInvalidArgument: a method was given an unusable argument, such as an
+// out slice shorter than the requests or a negative duration.
+var ErrInvalidArgument = errors.New("flux: invalid argument")

@@ -56,7 +56,7 @@ type AtomicStoreConfig struct {
 // Each check is a store round trip made from the caller's goroutine (a
 // CheckAsync from a goroutine of the limiter's), never from a shard. When
 // the store implements store.AtomicGCRABatch, a batch is one pipeline, and
-// concurrent single checks are combined into pipelines too (combine.go);
+// concurrent single checks are combined into pipelines too (storecombine.go);
 // otherwise a batch is sent as concurrent calls, the requests for one key
 // in order.
 // The limiter's shards only hold the local fallback: what the store
@@ -121,7 +121,7 @@ type atomicEngine struct {
 
 	checks, checkErrs, fallbacks atomic.Uint64
 
-	comb combiner // single checks pipelined together (combine.go)
+	comb combiner // single checks pipelined together (storecombine.go)
 
 	mirrors  chan mirrorItem // to mirrorLoop (StoreFailLocal only)
 	quit     chan struct{}   // stops mirrorLoop
