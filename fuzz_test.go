@@ -54,7 +54,7 @@ func FuzzLimiter(f *testing.F) {
 			case c < 0:
 				return flux.ErrInvalidCost
 			case int64(c) > m.capacity:
-				return flux.ErrCostExceedsBurst
+				return flux.ErrCostExceedsCapacity
 			}
 			return nil
 		}

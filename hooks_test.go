@@ -70,7 +70,7 @@ func errName(err error) string {
 		e    error
 		name string
 	}{
-		{flux.ErrCostExceedsBurst, "ErrCostExceedsBurst"},
+		{flux.ErrCostExceedsCapacity, "ErrCostExceedsBurst"},
 		{flux.ErrEmptyKey, "ErrEmptyKey"},
 		{flux.ErrInvalidCost, "ErrInvalidCost"},
 		{flux.ErrClosed, "ErrClosed"},
@@ -136,7 +136,7 @@ func TestHooksOrderAndArguments(t *testing.T) {
 		"mw2.out alice allowed=false err=false", "mw1.out alice allowed=false err=false")
 
 	// Errors go to OnError, not AfterCheck; validation errors included.
-	if _, err := l.CheckN(ctx, "alice", 3); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := l.CheckN(ctx, "alice", 3); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatalf("cost 3: %v", err)
 	}
 	wantEvents(t, r.take(),
@@ -231,7 +231,7 @@ func TestPanickingHooksAreContained(t *testing.T) {
 	if err != nil || !d.Allowed || d.Remaining != 1 {
 		t.Fatalf("check with panicking hooks: %+v %v", d, err)
 	}
-	if _, err := l.CheckN(ctx, "k", 9); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := l.CheckN(ctx, "k", 9); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatalf("error check: %v", err)
 	}
 	out := make([]flux.Decision, 2)

@@ -10,7 +10,7 @@ import (
 //
 // Algorithm selects the algorithm; the zero value is GCRA (docs/ALGORITHMS.md
 // compares them all). GCRA, TokenBucket and LeakyBucket take Rate and Burst;
-// SlidingWindowLog, SlidingWindow and FixedWindow take Limit and Window
+// SlidingWindowLog, SlidingWindow and FixedWindow take Requests and Window
 // (FixedWindow may take Calendar and Location instead of Window). Fields the
 // chosen algorithm does not take must be left zero: Validate reports them
 // rather than ignore them.
@@ -24,7 +24,7 @@ import (
 // 1e8/s and up to 50% near 1e9/s (T = 1 or 2 ns). The capacity after idle is
 // floor(Burst) + 1 (the leaky bucket's queue holds floor(Burst)+1 requests).
 //
-// Limit is the number of requests admitted per window, from 1 to 2^31−1
+// Requests is the number of requests admitted per window, from 1 to 2^31−1
 // (65536 for the sliding window log, which keeps a timestamp per request),
 // and is the capacity. Window is the window's length, up to about 146
 // years; fixed windows of a given length are aligned to the Unix epoch.
@@ -36,8 +36,8 @@ type Limit struct {
 	// Burst is the requests admitted beyond the steady rate (GCRA, token
 	// and leaky bucket).
 	Burst float64
-	// Limit is the requests admitted per window (window algorithms).
-	Limit int
+	// Requests is the requests admitted per window (window algorithms).
+	Requests int
 	// Window is the window's length (window algorithms).
 	Window time.Duration
 	// Calendar, instead of Window, aligns fixed windows to calendar
@@ -45,10 +45,26 @@ type Limit struct {
 	Calendar Calendar
 	// Location is the time zone of Calendar windows; nil means UTC.
 	Location *time.Location
+
+	// Limit is Requests under its former name. A Limit that sets both
+	// must set them equal; a Limiter reports its limit with Requests.
+	//
+	// Deprecated: use Requests (flux.Limit{Limit: 5} reads badly).
+	Limit int
+}
+
+// normalized returns l with the deprecated Limit field folded into
+// Requests, so that a limit compares and prints one way whichever field
+// its author used. Conflicting fields are left for Validate to report.
+func (l Limit) normalized() Limit {
+	if l.Requests == 0 || l.Requests == l.Limit {
+		l.Requests, l.Limit = max(l.Requests, l.Limit), 0
+	}
+	return l
 }
 
 // Capacity returns the requests a fresh key admits at once — floor(Burst)+1
-// for GCRA and the buckets, Limit for the window algorithms — or 0 if the
+// for GCRA and the buckets, Requests for the window algorithms — or 0 if the
 // limit is invalid.
 func (l Limit) Capacity() int {
 	c, _, err := l.compile()

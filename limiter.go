@@ -2,6 +2,7 @@ package flux
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,12 +11,35 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fluxlimiter/flux/clock"
-	"github.com/fluxlimiter/flux/shard"
 )
 
-// Limiter is a sharded rate limiter. All its methods are safe for
-// simultaneous use by multiple goroutines. Create one with New and release
-// it with Close.
+// Limiter enforces one Limit for every key. Create one with New and
+// release it with Close; all its methods are safe for simultaneous use by
+// multiple goroutines. The zero Limiter is not usable.
+//
+// Which method to use when:
+//
+//   - Check (cost 1) and CheckN (cost n) decide one request now and record
+//     it if admitted: the common case. A denial is a Decision with Allowed
+//     false, never an error; RetryAfter says when to try again.
+//   - Peek (or CheckN with n = 0) reports what a check would get without
+//     consuming anything, for display or for deciding where to route.
+//   - CheckBatch decides many requests in one message per shard: the fast
+//     path whenever a caller has more than one key at hand. An invalid item
+//     fails the whole batch before anything is applied. CheckEach is the
+//     same call for callers that answer each item on its own (a server's
+//     batch endpoint): every item gets its own error or decision.
+//   - CheckAsync, CheckNAsync and CheckBatchAsync send and return a future
+//     at once, so that one goroutine keeps many checks in flight.
+//   - SetLimit changes the limit of every key without forgiving any;
+//     Cleanup, Len and Stats manage and observe the keys held.
+//   - ApplyEach, Snapshot, Restore and Validate are for replicating a
+//     limiter across processes (the cluster package uses them).
+//
+// Check costs one channel round trip to the key's shard, so for single
+// checks a limiter that decides in the caller's goroutine (such as
+// golang.org/x/time/rate with a limiter per key) is faster; CheckBatch and
+// the async calls amortise the round trip over many keys.
 type Limiter struct {
 	eng       engine
 	limit     atomic.Pointer[Limit]
@@ -33,18 +57,19 @@ type Limiter struct {
 // New returns a Limiter enforcing limit for every key. It starts the shard
 // goroutines; call Close to stop them.
 func New(limit Limit, opts ...Option) (*Limiter, error) {
-	o := options{maxKeyLen: DefaultMaxKeyLen, wait: DefaultOverloadWait}
+	limit = limit.normalized()
+	o := options{maxKeyLen: defaultMaxKeyLen, wait: defaultOverloadWait}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.err != nil {
-		return nil, o.err
+	if err := errors.Join(o.errs...); err != nil {
+		return nil, err
 	}
 	if o.clock == nil {
 		o.clock = clock.NewSystem()
 	}
 	if o.shards == 0 {
-		o.shards = DefaultShards()
+		o.shards = defaultShards()
 	}
 	capacity, start, err := limit.compile()
 	if err != nil {
@@ -142,43 +167,12 @@ func (l *Limiter) CheckEach(ctx context.Context, reqs []Request, out []Decision,
 	return l.checkBatch(ctx, reqs, out, errs, true)
 }
 
-// CheckBatchEach is CheckBatch that reports the items failing at run time
-// in itemErrs, while an invalid item still fails the whole batch.
-//
-// Deprecated: use CheckEach, which reports invalid items per item too.
-func (l *Limiter) CheckBatchEach(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
-	if len(itemErrs) < len(reqs) {
-		return fmt.Errorf("%w: itemErrs has room for %d errors, reqs has %d", ErrInvalidArgument, len(itemErrs), len(reqs))
-	}
-	if l.ext != nil && l.ext.hooked {
-		return l.ext.batch(ctx, reqs, out, itemErrs[:len(reqs)], false)
-	}
-	return l.checkBatch(ctx, reqs, out, itemErrs[:len(reqs)], false)
-}
-
-// Apply records admissions decided elsewhere (another node's, for cluster
-// gossip) without deciding: each adds its cost at its time to the key's
-// state. Every update is validated first: an invalid one (an empty or too
-// long key, a negative cost) makes Apply return a *BatchError naming it,
-// with nothing applied.
-func (l *Limiter) Apply(ctx context.Context, updates []Update) error {
-	if l.closed.Load() {
-		return ErrClosed
-	}
-	for i := range updates {
-		if err := l.validateUpdate(&updates[i]); err != nil {
-			return &BatchError{Index: i, Err: err}
-		}
-	}
-	if len(updates) == 0 {
-		return nil
-	}
-	return l.eng.apply(ctx, updates)
-}
-
-// ApplyEach is Apply for callers that handle each update on its own, such
-// as the cluster's gossip: an invalid update gets its error in errs[i] and
-// the others are applied. errs must be at least as long as updates, and
+// ApplyEach records admissions decided elsewhere (another node's, for
+// cluster gossip) without deciding: each adds its cost at its time to the
+// key's state; its cost may exceed the capacity, since a peer publishes
+// the sum of what it admitted in a while. An invalid update (an empty or
+// too long key, a negative cost) gets its error in errs[i] and the others
+// are applied. errs must be at least as long as updates, and
 // ApplyEach sets each of its first len(updates) entries. The returned error
 // is for the call as a whole (a closed limiter, the context ending, a
 // clock failure).
@@ -224,6 +218,7 @@ func (l *Limiter) SetLimit(ctx context.Context, limit Limit) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
+	limit = limit.normalized()
 	if err := limit.Validate(); err != nil {
 		return err
 	}
@@ -292,10 +287,6 @@ func (l *Limiter) Len() int {
 	}
 	return l.eng.len()
 }
-
-// ShardStats returns each shard's counters (keys held, mailbox depth,
-// evictions, sweeps, refusals, contained panics, clock errors).
-func (l *Limiter) ShardStats() []shard.Stats { return l.eng.stats() }
 
 // Close stops every shard and returns once all the limiter's goroutines
 // have exited. Requests still queued fail with ErrClosed. A second Close

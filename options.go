@@ -10,14 +10,11 @@ import (
 	"github.com/fluxlimiter/flux/shard"
 )
 
-// DefaultMaxKeyLen is the longest key accepted unless WithMaxKeyLen says
-// otherwise: 1 KiB.
-const DefaultMaxKeyLen = 1024
-
-// DefaultOverloadWait is how long a check waits for room in a full shard
-// mailbox before it fails with ErrOverloaded, unless its context ends first
-// or WithOverloadWait says otherwise.
-const DefaultOverloadWait = time.Second
+// The defaults of the options, stated in each option's documentation.
+const (
+	defaultMaxKeyLen    = 1024
+	defaultOverloadWait = time.Second
+)
 
 // Option configures a Limiter.
 type Option func(*options)
@@ -35,33 +32,38 @@ type options struct {
 	persist     *shard.Persistence // store.go
 	atomic      *AtomicStoreConfig // storeengine.go
 	hooks       []Hooks            // hooks.go
-	middleware  []Middleware       // hooks.go
-	err         error
+	middleware  []Middleware       // deprecated.go
+	errs        []error            // every unusable option, reported together by New
 }
+
+// fail records an unusable option. New reports all of them at once, so a
+// caller fixes every mistake in one go rather than one per run.
+func (o *options) fail(format string, args ...any) {
+	o.errs = append(o.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...))
+}
+
+// defaultShards is the number of shards without WithShards.
+func defaultShards() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // WithClock sets the clock (default: a clock.System created by New).
 func WithClock(c clock.Clock) Option {
 	return func(o *options) {
 		if c == nil {
-			o.err = fmt.Errorf("%w: nil clock", ErrInvalidOption)
+			o.fail("nil clock")
 		}
 		o.clock = c
 	}
 }
 
-// DefaultShards is the number of shards a Limiter gets without WithShards:
-// GOMAXPROCS/2, at least 1.
-func DefaultShards() int { return max(1, runtime.GOMAXPROCS(0)/2) }
-
-// WithShards sets the number of shard goroutines. The default,
-// DefaultShards(), is half of GOMAXPROCS (at least one): every shard handoff
-// costs a goroutine switch, and callers need CPUs too. On a 2-CPU machine one
-// shard answered 64-key batches about 30 % faster per key than two, for
-// single and parallel callers alike, and single checks equally fast.
+// WithShards sets the number of shard goroutines, from 1 to 65536. The
+// default is half of GOMAXPROCS (at least one): every hand-off to a shard
+// costs a goroutine switch, and the callers need CPUs too, so fewer shards
+// than CPUs answer batches faster per key (bench/README.md has the
+// figures).
 func WithShards(n int) Option {
 	return func(o *options) {
 		if n < 1 || n > 1<<16 {
-			o.err = fmt.Errorf("%w: %d shards (want 1 to 65536)", ErrInvalidOption, n)
+			o.fail("%d shards (want 1 to 65536)", n)
 		}
 		o.shards = n
 	}
@@ -75,18 +77,18 @@ func WithShards(n int) Option {
 func WithMaxKeys(n int) Option {
 	return func(o *options) {
 		if n < 0 {
-			o.err = fmt.Errorf("%w: max keys %d", ErrInvalidOption, n)
+			o.fail("max keys %d", n)
 		}
 		o.maxKeys = n
 	}
 }
 
-// WithMaxKeyLen sets the longest key accepted, in bytes (default
-// DefaultMaxKeyLen). Longer keys fail with ErrKeyTooLong.
+// WithMaxKeyLen sets the longest key accepted, in bytes (default 1024).
+// Longer keys fail with ErrKeyTooLong.
 func WithMaxKeyLen(n int) Option {
 	return func(o *options) {
 		if n < 1 {
-			o.err = fmt.Errorf("%w: max key length %d", ErrInvalidOption, n)
+			o.fail("max key length %d", n)
 		}
 		o.maxKeyLen = n
 	}
@@ -96,19 +98,19 @@ func WithMaxKeyLen(n int) Option {
 func WithMailbox(n int) Option {
 	return func(o *options) {
 		if n < 1 {
-			o.err = fmt.Errorf("%w: mailbox %d", ErrInvalidOption, n)
+			o.fail("mailbox %d", n)
 		}
 		o.mailbox = n
 	}
 }
 
 // WithOverloadWait bounds how long a request waits for room in a full
-// shard mailbox before failing with ErrOverloaded (default
-// DefaultOverloadWait). 0 waits as long as the request's context allows.
+// shard mailbox before failing with ErrOverloaded (default 1 s), unless
+// its context ends first. 0 waits as long as the request's context allows.
 func WithOverloadWait(d time.Duration) Option {
 	return func(o *options) {
 		if d < 0 {
-			o.err = fmt.Errorf("%w: overload wait %v", ErrInvalidOption, d)
+			o.fail("overload wait %v", d)
 		}
 		o.wait = d
 	}
@@ -121,7 +123,7 @@ func WithOverloadWait(d time.Duration) Option {
 func WithSweep(every time.Duration, budget int) Option {
 	return func(o *options) {
 		if every == 0 || budget < 1 {
-			o.err = fmt.Errorf("%w: sweep every %v, budget %d", ErrInvalidOption, every, budget)
+			o.fail("sweep every %v, budget %d", every, budget)
 		}
 		o.sweepEvery, o.sweepBudget = every, budget
 	}

@@ -12,6 +12,7 @@ import (
 
 	flux "github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/bus"
+	"github.com/fluxlimiter/flux/failure"
 )
 
 // Answer is a decision and where it came from.
@@ -136,7 +137,7 @@ func (c *Coordinator) decide(ctx context.Context, e *entry, key string, cost int
 // fallback answers by the failure policy.
 func (c *Coordinator) fallback(ctx context.Context, e *entry, key string, cost int) (Answer, error) {
 	switch e.cfg.OnOwnerFailure {
-	case FailOpen, FailClosed:
+	case failure.Open, failure.Closed:
 		e.answers[PathFallback].Add(1)
 		return Answer{Decision: e.policyDecision(), Path: PathFallback}, nil
 	}
@@ -146,7 +147,7 @@ func (c *Coordinator) fallback(ctx context.Context, e *entry, key string, cost i
 // policyDecision is the answer of the open and closed policies.
 func (e *entry) policyDecision() flux.Decision {
 	capacity := e.lim.Limit().Capacity()
-	if e.cfg.OnOwnerFailure == FailOpen {
+	if e.cfg.OnOwnerFailure == failure.Open {
 		return flux.Decision{Allowed: true, Limit: capacity}
 	}
 	return flux.Decision{Limit: capacity, RetryAfter: e.cfg.OwnerDeadline}
@@ -248,7 +249,7 @@ func (c *Coordinator) CheckBatch(ctx context.Context, limiter string, reqs []flu
 	if len(fallback) == 0 {
 		return nil
 	}
-	if e.cfg.OnOwnerFailure != FailLocal {
+	if e.cfg.OnOwnerFailure != failure.Local {
 		d := e.policyDecision()
 		for _, i := range fallback {
 			out[i] = Answer{Decision: d, Path: PathFallback}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/httplimit"
 	"github.com/fluxlimiter/flux/tracing"
 )
@@ -435,7 +436,7 @@ func TestKeyCostExcludeSkip(t *testing.T) {
 
 	// A cost above capacity is refused even though the middleware fails
 	// open: otherwise an oversized request would bypass the limit.
-	big := serve(t, httplimit.Middleware(l, httplimit.WithFailOpen(true),
+	big := serve(t, httplimit.Middleware(l, httplimit.WithFailurePolicy(failure.Open),
 		httplimit.WithCostFunc(func(*http.Request) int { return 11 }))(&h))
 	before := h.count()
 	r = do(t, big, "GET", "/", nil)
@@ -450,7 +451,7 @@ func TestFailOpenAndClosed(t *testing.T) {
 	l.Close() // every check now fails with ErrClosed
 	var h served
 	closed := serve(t, httplimit.Middleware(l)(&h))
-	open := serve(t, httplimit.Middleware(l, httplimit.WithFailOpen(true))(&h))
+	open := serve(t, httplimit.Middleware(l, httplimit.WithFailurePolicy(failure.Open))(&h))
 
 	r := do(t, closed, "GET", "/", nil)
 	if r.status != 503 || h.count() != 0 || r.header.Get("Content-Type") != "application/problem+json" ||
