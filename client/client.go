@@ -9,7 +9,7 @@
 //
 // A denial is a Decision with Allowed false, never an error. Errors that
 // correspond to a library error wrap its sentinel (flux.ErrEmptyKey,
-// flux.ErrKeyTooLong, flux.ErrInvalidCost, flux.ErrCostExceedsBurst,
+// flux.ErrKeyTooLong, flux.ErrInvalidCost, flux.ErrCostExceedsCapacity,
 // flux.ErrOverloaded, flux.ErrClosed), so code written against a local
 // *flux.Limiter handles them the same way; the others wrap this package's
 // sentinels (ErrUnknownLimiter, ErrTooLarge, ErrBadRequest, ErrServer).
@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -87,7 +89,7 @@ func (e *Error) Unwrap() error {
 	case wire.ReasonInvalidCost:
 		return flux.ErrInvalidCost
 	case wire.ReasonCostExceedsCapacity:
-		return flux.ErrCostExceedsBurst
+		return flux.ErrCostExceedsCapacity
 	case wire.ReasonOverloaded:
 		return flux.ErrOverloaded
 	case wire.ReasonShuttingDown:
@@ -317,7 +319,7 @@ type LimiterInfo struct {
 // httplimit.Remote takes to fill RateLimit-Policy, validated. It fails for
 // an algorithm or a time zone this program does not know.
 func (li LimiterInfo) FluxLimit() (flux.Limit, error) {
-	l := flux.Limit{Algorithm: flux.Algorithm(li.Algorithm), Limit: li.Limit,
+	l := flux.Limit{Algorithm: flux.Algorithm(li.Algorithm), Requests: li.Limit,
 		Window: time.Duration(li.WindowNS), Calendar: flux.Calendar(li.Calendar)}
 	if li.Rate != nil {
 		l.Rate = *li.Rate
@@ -328,7 +330,7 @@ func (li LimiterInfo) FluxLimit() (flux.Limit, error) {
 	if li.Timezone != "" && li.Timezone != "UTC" {
 		loc, err := time.LoadLocation(li.Timezone)
 		if err != nil {
-			return flux.Limit{}, fmt.Errorf("limiter %q: %w: %w", li.Name, flux.ErrInvalidWindow, err)
+			return flux.Limit{}, fmt.Errorf("limiter %q: %w: %w", li.Name, fluxerrs.InvalidWindow, err)
 		}
 		l.Location = loc
 	}

@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
+
 	"github.com/nats-io/nats.go"
 
-	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/node"
 )
@@ -60,10 +61,10 @@ func TestLimitersAlgorithms(t *testing.T) {
 	if in := infos[0]; in.Name != "daily" || in.Calendar != "day" || in.Timezone != "Europe/Paris" || in.Window != "" || in.Rate != nil {
 		t.Fatalf("daily = %+v", in)
 	}
-	if _, err := (client.LimiterInfo{Name: "x", Algorithm: "quantum"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidAlgorithm) {
+	if _, err := (client.LimiterInfo{Name: "x", Algorithm: "quantum"}).FluxLimit(); !errors.Is(err, fluxerrs.InvalidAlgorithm) {
 		t.Fatal("unknown algorithm accepted")
 	}
-	if _, err := (client.LimiterInfo{Algorithm: "fixed-window", Limit: 1, Calendar: "day", Timezone: "Nowhere/Else"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidWindow) {
+	if _, err := (client.LimiterInfo{Algorithm: "fixed-window", Limit: 1, Calendar: "day", Timezone: "Nowhere/Else"}).FluxLimit(); !errors.Is(err, fluxerrs.InvalidWindow) {
 		t.Fatal("unknown zone accepted")
 	}
 }

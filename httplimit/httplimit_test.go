@@ -303,11 +303,11 @@ func TestPolicyPerAlgorithm(t *testing.T) {
 		{flux.Limit{Rate: 10, Burst: 5}, 6, 1},
 		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 0.5, Burst: 2}, 3, 6},
 		{flux.Limit{Algorithm: flux.LeakyBucket, Rate: 4, Burst: 9}, 10, 3},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 100, Window: time.Minute}, 100, 60},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 5, Window: 1500 * time.Millisecond}, 5, 2},
-		{flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 3, Window: time.Hour}, 3, 3600},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarDay}, 1000, 86400},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarMonth}, 1000, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 100, Window: time.Minute}, 100, 60},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 5, Window: 1500 * time.Millisecond}, 5, 2},
+		{flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 3, Window: time.Hour}, 3, 3600},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarDay}, 1000, 86400},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarMonth}, 1000, 0},
 	} {
 		l, _ := newLimiter(t, c.lim)
 		var h served

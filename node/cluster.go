@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxlimiter/flux/failure"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -132,7 +134,7 @@ func (lc LimiterConfig) clusterMode() cluster.Mode {
 
 // clusterConfig is the Coordinator's configuration of the limiter.
 func (lc LimiterConfig) clusterConfig() cluster.LimiterConfig {
-	f, _ := cluster.ParseFailure(lc.OnOwnerFailure) // validated
+	f, _ := failure.Parse(lc.OnOwnerFailure) // validated
 	return cluster.LimiterConfig{
 		Mode:            lc.clusterMode(),
 		SyncInterval:    time.Duration(lc.SyncInterval),
@@ -200,7 +202,7 @@ func (c Config) validateCluster() []error {
 			bad("limiter %q: mode %q: want local, best-effort, strict or hybrid", name, lc.Mode)
 			continue
 		}
-		if _, err := cluster.ParseFailure(lc.OnOwnerFailure); err != nil {
+		if _, err := failure.Parse(lc.OnOwnerFailure); err != nil {
 			bad("limiter %q: on_owner_failure %q: want local, open or closed", name, lc.OnOwnerFailure)
 		}
 		if lc.SyncInterval < 0 || lc.OwnerDeadline < 0 {

@@ -316,7 +316,7 @@ func (h *handler) decideLocal(e *limiterEntry, items []wire.Item, res []result) 
 	// answered with its error and removed before trying again.
 	for {
 		clear(errs)
-		err = e.lim.CheckBatchEach(limiterCtx, reqs, outs, errs)
+		err = e.lim.CheckEach(limiterCtx, reqs, outs, errs)
 		var be *flux.BatchError
 		if !errors.As(err, &be) || be.Index < 0 || be.Index >= len(reqs) {
 			break

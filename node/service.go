@@ -179,7 +179,7 @@ func (n *Node) stats() any {
 	out := map[string]st{}
 	for name, e := range n.limiters.Load().byName {
 		s := st{Keys: e.lim.Len()}
-		for _, sh := range e.lim.ShardStats() {
+		for _, sh := range e.lim.Stats() {
 			s.Mailbox += sh.Mailbox
 		}
 		out[name] = s
@@ -222,7 +222,7 @@ func errorFor(err error) wire.ErrorBody {
 		code, reason = wire.CodeBadRequest, wire.ReasonKeyTooLong
 	case errors.Is(err, flux.ErrInvalidCost):
 		code, reason = wire.CodeBadRequest, wire.ReasonInvalidCost
-	case errors.Is(err, flux.ErrCostExceedsBurst):
+	case errors.Is(err, flux.ErrCostExceedsCapacity):
 		code, reason = wire.CodeBadRequest, wire.ReasonCostExceedsCapacity
 	case errors.Is(err, flux.ErrOverloaded), errors.Is(err, flux.ErrFull):
 		code, reason = wire.CodeUnavailable, wire.ReasonOverloaded
