@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/fluxlimiter/flux/algorithm"
+	"github.com/fluxlimiter/flux/internal/errs"
 )
 
 // Algorithm names a rate-limiting algorithm: the value of Limit.Algorithm,
@@ -14,7 +15,7 @@ type Algorithm string
 
 // The algorithms. GCRA, TokenBucket and LeakyBucket take Limit.Rate and
 // Limit.Burst; SlidingWindowLog, SlidingWindow and FixedWindow take
-// Limit.Limit and Limit.Window (or, for FixedWindow, Limit.Calendar).
+// Limit.Requests and Limit.Window (or, for FixedWindow, Limit.Calendar).
 const (
 	// GCRA is the generic cell rate algorithm as FluxLimiter defines it (the
 	// default): Burst+1 requests at once after idle, then one every 1/Rate
@@ -41,12 +42,10 @@ const (
 	FixedWindow Algorithm = "fixed-window"
 )
 
-// Algorithms returns the names of every algorithm, GCRA first.
-func Algorithms() []Algorithm {
-	return []Algorithm{GCRA, TokenBucket, LeakyBucket, SlidingWindowLog, SlidingWindow, FixedWindow}
-}
+// algorithms lists every algorithm, GCRA first.
+var algorithms = []Algorithm{GCRA, TokenBucket, LeakyBucket, SlidingWindowLog, SlidingWindow, FixedWindow}
 
-// Windowed reports whether a takes Limit and Window (the window
+// Windowed reports whether a takes Requests and Window (the window
 // algorithms) rather than Rate and Burst. It is false for unknown names.
 func (a Algorithm) Windowed() bool {
 	return a == SlidingWindowLog || a == SlidingWindow || a == FixedWindow
@@ -87,32 +86,35 @@ func (l Limit) algorithm() Algorithm {
 // checkFields rejects parameters the chosen algorithm does not take, so that
 // a limit is never silently different from what its author wrote.
 func (l Limit) checkFields() error {
+	if l.Limit != 0 { // left by normalized: it differs from Requests
+		return fmt.Errorf("%w: Requests %d and the deprecated Limit %d differ: set Requests only", ErrInvalidLimit, l.Requests, l.Limit)
+	}
 	a := l.algorithm()
 	switch a {
 	case GCRA, TokenBucket, LeakyBucket:
-		if l.Limit != 0 {
-			return fmt.Errorf("%w: %s takes Rate and Burst, not Limit (%d)", ErrInvalidLimit, a, l.Limit)
+		if l.Requests != 0 {
+			return fmt.Errorf("%w: %s takes Rate and Burst, not Requests (%d)", ErrInvalidLimit, a, l.Requests)
 		}
 		if l.Window != 0 || l.Calendar != "" || l.Location != nil {
-			return fmt.Errorf("%w: %s takes Rate and Burst, not Window, Calendar or Location", ErrInvalidWindow, a)
+			return fmt.Errorf("%w: %s takes Rate and Burst, not Window, Calendar or Location", errs.InvalidWindow, a)
 		}
 	case SlidingWindowLog, SlidingWindow, FixedWindow:
 		if l.Rate != 0 {
-			return fmt.Errorf("%w: %s takes Limit and Window, not Rate (%v)", ErrInvalidRate, a, l.Rate)
+			return fmt.Errorf("%w: %s takes Requests and Window, not Rate (%v)", errs.InvalidRate, a, l.Rate)
 		}
 		if l.Burst != 0 {
-			return fmt.Errorf("%w: %s takes Limit and Window, not Burst (%v)", ErrInvalidBurst, a, l.Burst)
+			return fmt.Errorf("%w: %s takes Requests and Window, not Burst (%v)", errs.InvalidBurst, a, l.Burst)
 		}
 		switch {
 		case a != FixedWindow && (l.Calendar != "" || l.Location != nil):
-			return fmt.Errorf("%w: only %s aligns to a Calendar in a Location", ErrInvalidWindow, FixedWindow)
+			return fmt.Errorf("%w: only %s aligns to a Calendar in a Location", errs.InvalidWindow, FixedWindow)
 		case l.Calendar != "" && l.Window != 0:
-			return fmt.Errorf("%w: set Window (%v) or Calendar (%q), not both", ErrInvalidWindow, l.Window, l.Calendar)
+			return fmt.Errorf("%w: set Window (%v) or Calendar (%q), not both", errs.InvalidWindow, l.Window, l.Calendar)
 		case l.Calendar == "" && l.Location != nil:
-			return fmt.Errorf("%w: Location is for Calendar windows", ErrInvalidWindow)
+			return fmt.Errorf("%w: Location is for Calendar windows", errs.InvalidWindow)
 		}
 	default:
-		return fmt.Errorf("%w: %q (want one of %v)", ErrInvalidAlgorithm, string(l.Algorithm), Algorithms())
+		return fmt.Errorf("%w: %q (want one of %v)", errs.InvalidAlgorithm, string(l.Algorithm), algorithms)
 	}
 	return nil
 }
@@ -121,6 +123,7 @@ func (l Limit) checkFields() error {
 // starts the group of shards for it: each algorithm gets a group of its own
 // per-key state type.
 func (l Limit) compile() (capacity int64, start func(options) engine, err error) {
+	l = l.normalized()
 	if err := l.checkFields(); err != nil {
 		return 0, nil, err
 	}
@@ -189,7 +192,7 @@ func compileSlidingLog(l Limit) (algorithm.Algorithm[[]int64], error) {
 	if err := sameAlgorithm(SlidingWindowLog, l); err != nil {
 		return nil, err
 	}
-	sl, err := algorithm.NewSlidingLog(int64(l.Limit), l.Window)
+	sl, err := algorithm.NewSlidingLog(int64(l.Requests), l.Window)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +203,7 @@ func compileSlidingWindow(l Limit) (algorithm.Algorithm[algorithm.SlidingState],
 	if err := sameAlgorithm(SlidingWindow, l); err != nil {
 		return nil, err
 	}
-	sw, err := algorithm.NewSlidingWindow(int64(l.Limit), l.Window)
+	sw, err := algorithm.NewSlidingWindow(int64(l.Requests), l.Window)
 	if err != nil {
 		return nil, err
 	}
@@ -216,11 +219,11 @@ func compileFixedWindow(l Limit) (algorithm.Algorithm[algorithm.FixedState], err
 	if l.Calendar != "" {
 		unit, ok := calendarUnits[l.Calendar]
 		if !ok {
-			return nil, fmt.Errorf("%w: calendar %q (want minute, hour, day, week or month)", ErrInvalidWindow, string(l.Calendar))
+			return nil, fmt.Errorf("%w: calendar %q (want minute, hour, day, week or month)", errs.InvalidWindow, string(l.Calendar))
 		}
-		f, err = algorithm.NewCalendarWindow(int64(l.Limit), unit, l.Location)
+		f, err = algorithm.NewCalendarWindow(int64(l.Requests), unit, l.Location)
 	} else {
-		f, err = algorithm.NewFixedWindow(int64(l.Limit), l.Window)
+		f, err = algorithm.NewFixedWindow(int64(l.Requests), l.Window)
 	}
 	if err != nil {
 		return nil, err

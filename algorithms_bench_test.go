@@ -28,15 +28,15 @@ var algBenchCases = []struct {
 	{"admit", flux.Limit{Algorithm: flux.GCRA, Rate: 1e9, Burst: 1e6}},
 	{"admit", flux.Limit{Algorithm: flux.TokenBucket, Rate: 1e9, Burst: 1e6}},
 	{"admit", flux.Limit{Algorithm: flux.LeakyBucket, Rate: 1e9, Burst: 1e6}},
-	{"admit", flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 1 << 16, Window: 10 * time.Millisecond}},
-	{"admit", flux.Limit{Algorithm: flux.SlidingWindow, Limit: 1<<31 - 1, Window: time.Second}},
-	{"admit", flux.Limit{Algorithm: flux.FixedWindow, Limit: 1<<31 - 1, Window: time.Second}},
+	{"admit", flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 1 << 16, Window: 10 * time.Millisecond}},
+	{"admit", flux.Limit{Algorithm: flux.SlidingWindow, Requests: 1<<31 - 1, Window: time.Second}},
+	{"admit", flux.Limit{Algorithm: flux.FixedWindow, Requests: 1<<31 - 1, Window: time.Second}},
 	{"saturated", flux.Limit{Algorithm: flux.GCRA, Rate: 100, Burst: 9}},
 	{"saturated", flux.Limit{Algorithm: flux.TokenBucket, Rate: 100, Burst: 9}},
 	{"saturated", flux.Limit{Algorithm: flux.LeakyBucket, Rate: 100, Burst: 9}},
-	{"saturated", flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 10, Window: 100 * time.Millisecond}},
-	{"saturated", flux.Limit{Algorithm: flux.SlidingWindow, Limit: 10, Window: 100 * time.Millisecond}},
-	{"saturated", flux.Limit{Algorithm: flux.FixedWindow, Limit: 10, Window: 100 * time.Millisecond}},
+	{"saturated", flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 10, Window: 100 * time.Millisecond}},
+	{"saturated", flux.Limit{Algorithm: flux.SlidingWindow, Requests: 10, Window: 100 * time.Millisecond}},
+	{"saturated", flux.Limit{Algorithm: flux.FixedWindow, Requests: 10, Window: 100 * time.Millisecond}},
 }
 
 // BenchmarkCheckBatchAlgorithms is BenchmarkCheckBatch for every algorithm

@@ -48,29 +48,29 @@ func TestAlgorithmsValidation(t *testing.T) {
 		{flux.Limit{Algorithm: flux.GCRA, Rate: 10, Burst: 5}, nil, 6},
 		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 10, Burst: 5.5}, nil, 6},
 		{flux.Limit{Algorithm: flux.LeakyBucket, Rate: 10, Burst: 5.5}, nil, 6},
-		{flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 5, Window: time.Minute}, nil, 5},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 100, Window: time.Minute}, nil, 100},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Window: time.Hour}, nil, 1000},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarDay, Location: paris}, nil, 1000},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarMonth}, nil, 1000},
-		{flux.Limit{Algorithm: "leaky"}, flux.ErrInvalidAlgorithm, 0},
-		{flux.Limit{Algorithm: "GCRA", Rate: 1}, flux.ErrInvalidAlgorithm, 0},
-		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 0}, flux.ErrInvalidRate, 0},
-		{flux.Limit{Algorithm: flux.LeakyBucket, Rate: 1, Burst: -1}, flux.ErrInvalidBurst, 0},
-		{flux.Limit{Rate: 10, Limit: 5}, flux.ErrInvalidLimit, 0},
-		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 10, Window: time.Second}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 5, Window: time.Second, Rate: 5}, flux.ErrInvalidRate, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 5, Window: time.Second, Burst: 5}, flux.ErrInvalidBurst, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 0, Window: time.Second}, flux.ErrInvalidLimit, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 1 << 31, Window: time.Second}, flux.ErrInvalidLimit, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 1<<16 + 1, Window: time.Second}, flux.ErrInvalidLimit, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 5}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Window: -time.Second}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Window: time.Duration(1<<62 + 1)}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Calendar: "fortnight"}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Calendar: flux.CalendarDay, Window: time.Hour}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Window: time.Hour, Location: paris}, flux.ErrInvalidWindow, 0},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 5, Calendar: flux.CalendarDay}, flux.ErrInvalidWindow, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 5, Window: time.Minute}, nil, 5},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 100, Window: time.Minute}, nil, 100},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Window: time.Hour}, nil, 1000},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarDay, Location: paris}, nil, 1000},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarMonth}, nil, 1000},
+		{flux.Limit{Algorithm: "leaky"}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: "GCRA", Rate: 1}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 0}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.LeakyBucket, Rate: 1, Burst: -1}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Rate: 10, Requests: 5}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 10, Window: time.Second}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 5, Window: time.Second, Rate: 5}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 5, Window: time.Second, Burst: 5}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 0, Window: time.Second}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 1 << 31, Window: time.Second}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 1<<16 + 1, Window: time.Second}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 5}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Window: -time.Second}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Window: time.Duration(1<<62 + 1)}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Calendar: "fortnight"}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Calendar: flux.CalendarDay, Window: time.Hour}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Window: time.Hour, Location: paris}, flux.ErrInvalidLimit, 0},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 5, Calendar: flux.CalendarDay}, flux.ErrInvalidLimit, 0},
 	} {
 		err := c.lim.Validate()
 		if c.err == nil && err != nil || c.err != nil && !errors.Is(err, c.err) {
@@ -192,32 +192,32 @@ func algCases(t *testing.T) []algCase {
 	}
 	slog := func(l flux.Limit) algRef {
 		return newAlgModel(l, func(l flux.Limit) (algorithm.Algorithm[[]int64], error) {
-			return algorithm.NewSlidingLog(int64(l.Limit), l.Window)
+			return algorithm.NewSlidingLog(int64(l.Requests), l.Window)
 		})
 	}
 	sw := func(l flux.Limit) algRef {
 		return newAlgModel(l, func(l flux.Limit) (algorithm.Algorithm[algorithm.SlidingState], error) {
-			return algorithm.NewSlidingWindow(int64(l.Limit), l.Window)
+			return algorithm.NewSlidingWindow(int64(l.Requests), l.Window)
 		})
 	}
 	fixed := func(l flux.Limit) algRef {
 		return newAlgModel(l, func(l flux.Limit) (algorithm.Algorithm[algorithm.FixedState], error) {
 			units := map[flux.Calendar]algorithm.Calendar{flux.CalendarMinute: algorithm.Minute, flux.CalendarHour: algorithm.Hour, flux.CalendarDay: algorithm.Day}
 			if l.Calendar != "" {
-				return algorithm.NewCalendarWindow(int64(l.Limit), units[l.Calendar], l.Location)
+				return algorithm.NewCalendarWindow(int64(l.Requests), units[l.Calendar], l.Location)
 			}
-			return algorithm.NewFixedWindow(int64(l.Limit), l.Window)
+			return algorithm.NewFixedWindow(int64(l.Requests), l.Window)
 		})
 	}
-	other := flux.Limit{Algorithm: flux.SlidingWindow, Limit: 3, Window: time.Second}
+	other := flux.Limit{Algorithm: flux.SlidingWindow, Requests: 3, Window: time.Second}
 	return []algCase{
 		{"gcra", flux.Limit{Rate: 4, Burst: 3}, flux.Limit{Rate: 1.5, Burst: 6}, gcra, time.Second, other},
 		{"token-bucket", flux.Limit{Algorithm: flux.TokenBucket, Rate: 4, Burst: 3}, flux.Limit{Algorithm: flux.TokenBucket, Rate: 1.5, Burst: 6}, token, time.Second, other},
 		{"leaky-bucket", flux.Limit{Algorithm: flux.LeakyBucket, Rate: 4, Burst: 3}, flux.Limit{Algorithm: flux.LeakyBucket, Rate: 10, Burst: 1}, leaky, time.Second, other},
-		{"sliding-window-log", flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 4, Window: time.Second}, flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 7, Window: 3 * time.Second}, slog, time.Second, other},
-		{"sliding-window", flux.Limit{Algorithm: flux.SlidingWindow, Limit: 4, Window: time.Second}, flux.Limit{Algorithm: flux.SlidingWindow, Limit: 2, Window: time.Second / 2}, sw, time.Second, flux.Limit{Rate: 1}},
-		{"fixed-window", flux.Limit{Algorithm: flux.FixedWindow, Limit: 4, Window: time.Second}, flux.Limit{Algorithm: flux.FixedWindow, Limit: 6, Calendar: flux.CalendarMinute, Location: paris}, fixed, time.Second, other},
-		{"fixed-window-calendar", flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Calendar: flux.CalendarMinute, Location: paris}, flux.Limit{Algorithm: flux.FixedWindow, Limit: 9, Calendar: flux.CalendarHour}, fixed, 20 * time.Second, other},
+		{"sliding-window-log", flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 4, Window: time.Second}, flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 7, Window: 3 * time.Second}, slog, time.Second, other},
+		{"sliding-window", flux.Limit{Algorithm: flux.SlidingWindow, Requests: 4, Window: time.Second}, flux.Limit{Algorithm: flux.SlidingWindow, Requests: 2, Window: time.Second / 2}, sw, time.Second, flux.Limit{Rate: 1}},
+		{"fixed-window", flux.Limit{Algorithm: flux.FixedWindow, Requests: 4, Window: time.Second}, flux.Limit{Algorithm: flux.FixedWindow, Requests: 6, Calendar: flux.CalendarMinute, Location: paris}, fixed, time.Second, other},
+		{"fixed-window-calendar", flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Calendar: flux.CalendarMinute, Location: paris}, flux.Limit{Algorithm: flux.FixedWindow, Requests: 9, Calendar: flux.CalendarHour}, fixed, 20 * time.Second, other},
 	}
 }
 
@@ -257,7 +257,8 @@ func TestAlgorithmsThroughLimiter(t *testing.T) {
 				case k < 15:
 					reqs := make([]flux.Request, 1+r.IntN(8))
 					for j := range reqs {
-						reqs[j] = flux.Request{Key: keys[r.IntN(len(keys))], Cost: r.IntN(2)}
+						c := r.IntN(2)
+						reqs[j] = flux.Request{Key: keys[r.IntN(len(keys))], Cost: c, Peek: c == 0}
 					}
 					out := make([]flux.Decision, len(reqs))
 					if err := l.CheckBatch(ctx, reqs, out); err != nil {
@@ -303,7 +304,7 @@ func TestAlgorithmsThroughLimiter(t *testing.T) {
 			if (c.lim.Algorithm == flux.LeakyBucket) != (delayed > 0) {
 				t.Fatalf("%d decisions with a Delay", delayed)
 			}
-			if _, err := l.CheckN(ctx, "alice", lim.Capacity()+1); !errors.Is(err, flux.ErrCostExceedsBurst) {
+			if _, err := l.CheckN(ctx, "alice", lim.Capacity()+1); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 				t.Fatalf("cost above capacity: %v", err)
 			}
 			// Another algorithm cannot replace a running one.
@@ -438,7 +439,7 @@ func TestAlgorithmsTextbook(t *testing.T) {
 	})
 	t.Run("1000 per calendar day in Paris", func(t *testing.T) {
 		paris := algLoc(t, "Europe/Paris")
-		l, clk := algLimiter(t, flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarDay, Location: paris})
+		l, clk := algLimiter(t, flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarDay, Location: paris})
 		clk.Set(time.Date(2025, 3, 29, 23, 0, 0, 0, paris)) // the night clocks go forward
 		if d, _ := l.CheckN(ctx, "acct", 1000); !d.Allowed || d.ResetAfter != time.Hour {
 			t.Fatalf("%+v", d)
@@ -457,7 +458,7 @@ func TestAlgorithmsTextbook(t *testing.T) {
 			alg  flux.Algorithm
 			want int
 		}{{flux.SlidingWindowLog, 5}, {flux.SlidingWindow, 5}, {flux.FixedWindow, 10}} {
-			l, clk := algLimiter(t, flux.Limit{Algorithm: c.alg, Limit: 5, Window: time.Minute})
+			l, clk := algLimiter(t, flux.Limit{Algorithm: c.alg, Requests: 5, Window: time.Minute})
 			clk.Set(time.Unix(1_700_000_040+50, 0)) // 50 s into a minute
 			n := 0
 			for range 10 {
@@ -484,9 +485,9 @@ var algTimelineLimits = []flux.Limit{
 	{Algorithm: flux.GCRA, Rate: 1, Burst: 2},
 	{Algorithm: flux.TokenBucket, Rate: 1, Burst: 2},
 	{Algorithm: flux.LeakyBucket, Rate: 1, Burst: 2},
-	{Algorithm: flux.SlidingWindowLog, Limit: 3, Window: 3 * time.Second},
-	{Algorithm: flux.SlidingWindow, Limit: 3, Window: 3 * time.Second},
-	{Algorithm: flux.FixedWindow, Limit: 3, Window: 3 * time.Second},
+	{Algorithm: flux.SlidingWindowLog, Requests: 3, Window: 3 * time.Second},
+	{Algorithm: flux.SlidingWindow, Requests: 3, Window: 3 * time.Second},
+	{Algorithm: flux.FixedWindow, Requests: 3, Window: 3 * time.Second},
 }
 
 // algTimelineArrivals are the request times of the timeline, in ms after a

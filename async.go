@@ -3,7 +3,6 @@ package flux
 import (
 	"context"
 	"slices"
-	"time"
 
 	"github.com/fluxlimiter/flux/internal/errs"
 	"github.com/fluxlimiter/flux/shard"
@@ -137,7 +136,7 @@ func (l *Limiter) checkBatchAsync(ctx context.Context, reqs []Request) *BatchFut
 		return f
 	}
 	for i := range reqs {
-		if err := l.validate(reqs[i].Key, reqs[i].Cost); err != nil {
+		if err := l.validateRequest(&reqs[i]); err != nil {
 			f.done, f.err = true, &BatchError{Index: i, Err: err}
 			return f
 		}
@@ -180,40 +179,4 @@ func (f *BatchFuture) wait(ctx context.Context) ([]Decision, error) {
 		return nil, f.err
 	}
 	return f.out, nil
-}
-
-// CountFuture is a Cleanup in flight.
-type CountFuture struct {
-	done chan struct{}
-	n    int
-	err  error
-}
-
-// CleanupAsync runs Cleanup in the background and returns at once. The
-// limiter owns the goroutine: Close waits for it.
-func (l *Limiter) CleanupAsync(ctx context.Context, staleAfter time.Duration) *CountFuture {
-	f := &CountFuture{done: make(chan struct{})}
-	l.asyncMu.Lock()
-	defer l.asyncMu.Unlock()
-	if l.closed.Load() {
-		f.err = ErrClosed
-		close(f.done)
-		return f
-	}
-	l.async.Go(func() {
-		defer close(f.done)
-		f.n, f.err = l.Cleanup(ctx, staleAfter)
-	})
-	return f
-}
-
-// Wait returns the number of keys removed once the cleanup is over, or an
-// error if ctx ends first (the cleanup goes on). Safe for simultaneous use.
-func (f *CountFuture) Wait(ctx context.Context) (int, error) {
-	select {
-	case <-f.done:
-		return f.n, f.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
 }

@@ -1,6 +1,7 @@
 package flux
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/fluxlimiter/flux/internal/errs"
@@ -11,20 +12,24 @@ import (
 // context's). A denied request is not an error: it is a Decision with
 // Allowed false.
 var (
-	// ErrInvalidRate: Rate is not a finite number with 0 < Rate ≤ 1e9.
-	ErrInvalidRate = errs.InvalidRate
-	// ErrInvalidBurst: Burst is negative, not finite, or so large that the
-	// tolerance would exceed about 146 years.
-	ErrInvalidBurst = errs.InvalidBurst
+	// ErrInvalidLimit: a Limit is unusable: Limit.Validate, New and
+	// SetLimit return it, and the message names the field. Rate must be a
+	// finite number with 0 < Rate ≤ 1e9; Burst must be finite and ≥ 0, with
+	// a tolerance under about 146 years; Requests must be from 1 to 2^31−1
+	// (65536 for the sliding window log); Window must be positive and under
+	// about 146 years, Calendar a known unit; Algorithm must name an
+	// algorithm; and no field the algorithm does not take may be set.
+	ErrInvalidLimit = errs.InvalidLimit
 	// ErrInvalidCost: a negative cost.
 	ErrInvalidCost = errs.InvalidCost
-	// ErrCostExceedsBurst: a cost above the capacity (floor(Burst)+1). Such a
-	// request could never be admitted, so it is an error, not a denial.
-	ErrCostExceedsBurst = errs.CostExceedsBurst
+	// ErrCostExceedsCapacity: a cost above the capacity (Limit.Capacity).
+	// Such a request could never be admitted, so it is an error, not a
+	// denial.
+	ErrCostExceedsCapacity = errs.CostExceedsBurst
 	// ErrEmptyKey: the key is "".
 	ErrEmptyKey = errs.EmptyKey
 	// ErrKeyTooLong: the key is longer than the limiter's bound
-	// (DefaultMaxKeyLen unless WithMaxKeyLen says otherwise).
+	// (WithMaxKeyLen).
 	ErrKeyTooLong = errs.KeyTooLong
 	// ErrClock: the clock failed; the error also wraps the clock's own error.
 	ErrClock = errs.Clock
@@ -42,17 +47,6 @@ var (
 	ErrPanic = errs.Panic
 	// ErrInvalidState: a stored or transferred state could not be decoded.
 	ErrInvalidState = errs.InvalidState
-	// ErrInvalidAlgorithm: Limit.Algorithm names no algorithm (see
-	// Algorithms).
-	ErrInvalidAlgorithm = errs.InvalidAlgorithm
-	// ErrInvalidWindow: a window algorithm's Window is not positive or is
-	// longer than about 146 years, Calendar names no unit, or a window
-	// parameter is given to an algorithm that takes none.
-	ErrInvalidWindow = errs.InvalidWindow
-	// ErrInvalidLimit: a window algorithm's Limit is below 1 or above its
-	// maximum (2^31−1; 65536 for the sliding window log), or Limit is given
-	// to an algorithm that takes Rate and Burst.
-	ErrInvalidLimit = errs.InvalidLimitCount
 	// ErrAlgorithmChange: SetLimit was given a limit of another algorithm.
 	// States of unrelated algorithms cannot be converted into one another,
 	// so a running limiter keeps its algorithm: start a new Limiter instead.
@@ -76,3 +70,8 @@ func (e *BatchError) Error() string { return fmt.Sprintf("flux: batch item %d: %
 
 // Unwrap returns Err, so errors.Is(err, ErrEmptyKey) and the like match.
 func (e *BatchError) Unwrap() error { return e.Err }
+
+// ErrInvalidArgument: an option or a method was given an unusable value,
+// such as WithShards(0), an out slice shorter than the requests, or a
+// negative duration.
+var ErrInvalidArgument = errors.New("flux: invalid argument")

@@ -2,9 +2,7 @@ package flux_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/fluxlimiter/flux"
@@ -51,57 +49,4 @@ func ExampleWithHooks() {
 	// checking  (cost 1)
 	// error for "": flux: empty key
 	// denied: 1
-}
-
-// Middleware wraps each check. This one normalises keys, exempts an
-// allowlisted key without consulting the limiter, and logs denials.
-func ExampleWithMiddleware() {
-	normalise := func(next flux.CheckFunc) flux.CheckFunc {
-		return func(ctx context.Context, key string, cost int) (flux.Decision, error) {
-			return next(ctx, strings.ToLower(strings.TrimSpace(key)), cost)
-		}
-	}
-	allowlist := func(next flux.CheckFunc) flux.CheckFunc {
-		return func(ctx context.Context, key string, cost int) (flux.Decision, error) {
-			if key == "healthcheck" {
-				return flux.Decision{Allowed: true}, nil
-			}
-			return next(ctx, key, cost)
-		}
-	}
-	logDenials := func(next flux.CheckFunc) flux.CheckFunc {
-		return func(ctx context.Context, key string, cost int) (flux.Decision, error) {
-			d, err := next(ctx, key, cost)
-			if err == nil && !d.Allowed {
-				fmt.Printf("denied %s\n", key)
-			}
-			return d, err
-		}
-	}
-	clk := clock.NewManual(time.Unix(0, 0))
-	l, err := flux.New(flux.Limit{Rate: 1},
-		flux.WithClock(clk),
-		flux.WithMiddleware(normalise), // outermost: runs first
-		flux.WithMiddleware(allowlist),
-		flux.WithMiddleware(logDenials), // innermost: sees the limiter's answer
-	)
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-
-	ctx := context.Background()
-	for _, key := range []string{"Bob", " bob ", "healthcheck", "HealthCheck"} {
-		d, err := l.Check(ctx, key)
-		if err != nil && !errors.Is(err, flux.ErrClosed) {
-			panic(err)
-		}
-		fmt.Printf("%q allowed=%v\n", key, d.Allowed)
-	}
-	// Output:
-	// "Bob" allowed=true
-	// denied bob
-	// " bob " allowed=false
-	// "healthcheck" allowed=true
-	// "HealthCheck" allowed=true
 }

@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// Hooks are callbacks run around every check: the original notes' plugins
-// (before_check, after_check, on_error). Any field may be nil. Register them
-// with WithHooks; a Limiter without hooks or middleware pays one nil check
-// per call and nothing else.
+// Hooks are callbacks run around every check, the Limiter's one extension
+// mechanism: metrics, logging, auditing. Any field may be nil. Register
+// them with WithHooks; a Limiter without hooks pays one nil check per call
+// and nothing else. To change or answer checks rather than observe them,
+// wrap the Limiter in a type of your own.
 //
 // Hooks run in the caller's goroutine, never inside a shard, synchronously:
 // a slow hook slows the check that runs it. They may be called by many
@@ -26,7 +27,7 @@ import (
 // Which calls run hooks: Check, CheckN, Peek (cost 0), CheckAsync and
 // CheckNAsync (BeforeCheck when sent, AfterCheck or OnError in the Wait
 // that returns the result, with the latency from send to that Wait), and
-// CheckBatch, CheckBatchEach and CheckBatchAsync, which run the hooks once
+// CheckBatch, CheckEach and CheckBatchAsync, which run the hooks once
 // per item: every BeforeCheck before the batch is sent, then AfterCheck or
 // OnError for each item with the latency of the whole batch. When a batch
 // fails as a whole (an invalid item, overload, the context ending), OnError
@@ -43,47 +44,20 @@ type Hooks struct {
 	// LatencySample, when n > 1, lets the limiter time only about one
 	// check in n, picked at random: AfterCheck and OnError then receive a
 	// latency of 0 for the checks that were not timed (a timed check is
-	// never 0). Timing costs two monotonic clock reads, about 45 ns on a
-	// virtual machine, which is most of what a metrics hook would add to a
-	// check. 0 or 1 times every check. When several Hooks are registered
+	// never 0). Timing costs two monotonic clock reads, which is most of
+	// what a metrics hook adds to a check. 0 or 1 times every check. When several Hooks are registered
 	// the smallest setting applies to all.
 	LatencySample int
 }
 
-// CheckFunc is one check of cost for key, as CheckN does it. Middleware
-// receives the next CheckFunc of the chain and returns a CheckFunc that
-// wraps it.
-type CheckFunc func(ctx context.Context, key string, cost int) (Decision, error)
-
-// Middleware wraps a check: it may inspect or change the key and cost,
-// short-circuit with its own Decision, or look at the result. The
-// CheckFunc it returns may be called by many goroutines at once and must be
-// safe for simultaneous use.
-type Middleware func(next CheckFunc) CheckFunc
-
 // WithHooks adds hooks to the limiter. It may be given more than once; the
 // hooks of each kind run in the order they were added. Hooks observe the
-// limiter's own checks: they run inside any middleware (WithMiddleware), so
-// they see the key and cost the limiter checks, and a middleware that
-// answers without calling next runs no hooks.
+// limiter's own checks: they run inside any (deprecated) middleware, so
+// they see the key and cost the limiter checks.
 func WithHooks(h Hooks) Option {
 	return func(o *options) {
 		if h.BeforeCheck != nil || h.AfterCheck != nil || h.OnError != nil {
 			o.hooks = append(o.hooks, h)
-		}
-	}
-}
-
-// WithMiddleware adds a middleware around single checks (Check, CheckN,
-// Peek). The first middleware added is the outermost: it sees the call
-// first and the result last. Batches and async checks bypass middleware
-// (they run hooks only), since a middleware handles one key at a time.
-// A nil middleware is ignored. A middleware that panics fails the check
-// with an error wrapping ErrPanic instead of crashing the caller.
-func WithMiddleware(mw Middleware) Option {
-	return func(o *options) {
-		if mw != nil {
-			o.middleware = append(o.middleware, mw)
 		}
 	}
 }
@@ -256,12 +230,12 @@ func (x *extension) report(where string, v any) {
 }
 
 // batch runs a batch with hooks around it.
-func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
+func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error, eachInvalid bool) error {
 	sw := x.startWatch()
 	for i := range reqs {
-		x.runBefore(ctx, reqs[i].Key, reqs[i].Cost)
+		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
-	err := x.l.checkBatch(ctx, reqs, out, itemErrs)
+	err := x.l.checkBatch(ctx, reqs, out, itemErrs, eachInvalid)
 	if x.timed {
 		x.afterBatch(ctx, reqs, out, itemErrs, err, sw.elapsed())
 	}
@@ -279,7 +253,7 @@ func (x *extension) afterBatch(ctx context.Context, reqs []Request, out []Decisi
 		if e == nil {
 			d = out[i]
 		}
-		x.runAfter(ctx, reqs[i].Key, reqs[i].Cost, &d, e, lat)
+		x.runAfter(ctx, reqs[i].Key, reqs[i].cost(), &d, e, lat)
 	}
 }
 
@@ -321,7 +295,7 @@ func (x *extension) startAsyncBatch(ctx context.Context, reqs []Request) *asyncB
 		h = &asyncBatchHook{x: x, ctx: ctx, reqs: reqs, sw: x.startWatch()}
 	}
 	for i := range reqs {
-		x.runBefore(ctx, reqs[i].Key, reqs[i].Cost)
+		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
 	return h
 }

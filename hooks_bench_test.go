@@ -41,7 +41,7 @@ func BenchmarkCheckObserved(b *testing.B) {
 	}{
 		{"none", context.Background(), nil},
 		{"metrics", context.Background(), []flux.Option{flux.WithHooks(m.Hooks("bench"))}},
-		{"tracing-unsampled", traced, []flux.Option{flux.WithMiddleware(tracing.New(tp).CheckMiddleware("bench"))}},
+		{"tracing-unsampled", traced, []flux.Option{flux.WithHooks(tracing.New(tp).CheckHooks("bench"))}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			l, err := flux.New(flux.Limit{Rate: 1e9, Burst: 1e6}, c.opts...)
@@ -88,7 +88,7 @@ func BenchmarkObserverOverhead(b *testing.B) {
 		{"none", context.Background(), nil},
 		{"metrics", context.Background(), []flux.Option{flux.WithHooks(m.Hooks("bench"))}},
 		{"metrics-every-check", context.Background(), []flux.Option{flux.WithHooks(m.Hooks("bench", metrics.WithLatencySample(1)))}},
-		{"tracing-unsampled", traced, []flux.Option{flux.WithMiddleware(tracing.New(tp).CheckMiddleware("bench"))}},
+		{"tracing-unsampled", traced, []flux.Option{flux.WithHooks(tracing.New(tp).CheckHooks("bench"))}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			l, err := flux.New(flux.Limit{Rate: 1e9, Burst: 1e6}, c.opts...)

@@ -70,7 +70,7 @@ func errName(err error) string {
 		e    error
 		name string
 	}{
-		{flux.ErrCostExceedsBurst, "ErrCostExceedsBurst"},
+		{flux.ErrCostExceedsCapacity, "ErrCostExceedsBurst"},
 		{flux.ErrEmptyKey, "ErrEmptyKey"},
 		{flux.ErrInvalidCost, "ErrInvalidCost"},
 		{flux.ErrClosed, "ErrClosed"},
@@ -136,7 +136,7 @@ func TestHooksOrderAndArguments(t *testing.T) {
 		"mw2.out alice allowed=false err=false", "mw1.out alice allowed=false err=false")
 
 	// Errors go to OnError, not AfterCheck; validation errors included.
-	if _, err := l.CheckN(ctx, "alice", 3); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := l.CheckN(ctx, "alice", 3); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatalf("cost 3: %v", err)
 	}
 	wantEvents(t, r.take(),
@@ -231,7 +231,7 @@ func TestPanickingHooksAreContained(t *testing.T) {
 	if err != nil || !d.Allowed || d.Remaining != 1 {
 		t.Fatalf("check with panicking hooks: %+v %v", d, err)
 	}
-	if _, err := l.CheckN(ctx, "k", 9); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := l.CheckN(ctx, "k", 9); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatalf("error check: %v", err)
 	}
 	out := make([]flux.Decision, 2)
@@ -319,7 +319,7 @@ func TestHooksBatch(t *testing.T) {
 
 	// CheckBatchEach reports per item.
 	itemErrs := make([]error, 2)
-	if err := l.CheckBatchEach(ctx, []flux.Request{{Key: "d", Cost: 1}, {Key: "e", Cost: 0}}, out, itemErrs); err != nil {
+	if err := l.CheckBatchEach(ctx, []flux.Request{{Key: "d", Cost: 1}, {Key: "e", Peek: true}}, out, itemErrs); err != nil {
 		t.Fatal(err)
 	}
 	wantEvents(t, r.take(), "h.before d 1", "h.before e 0",

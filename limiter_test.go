@@ -113,7 +113,7 @@ func TestCostNAndPeek(t *testing.T) {
 	if d := check(t, a, "k", 6); !d.Allowed || d.Remaining != 0 {
 		t.Fatalf("peeks consumed something: %+v", d)
 	}
-	if _, err := a.CheckN(t.Context(), "k", 11); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := a.CheckN(t.Context(), "k", 11); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatalf("cost 11 with capacity 10: %v", err)
 	}
 	if _, err := a.CheckN(t.Context(), "k", -1); !errors.Is(err, flux.ErrInvalidCost) {
@@ -126,15 +126,15 @@ func TestValidation(t *testing.T) {
 		lim  flux.Limit
 		want error
 	}{
-		{flux.Limit{Rate: 0, Burst: 1}, flux.ErrInvalidRate},
-		{flux.Limit{Rate: 2e9}, flux.ErrInvalidRate},
-		{flux.Limit{Rate: 1, Burst: -1}, flux.ErrInvalidBurst},
+		{flux.Limit{Rate: 0, Burst: 1}, flux.ErrInvalidLimit},
+		{flux.Limit{Rate: 2e9}, flux.ErrInvalidLimit},
+		{flux.Limit{Rate: 1, Burst: -1}, flux.ErrInvalidLimit},
 	} {
 		if _, err := flux.New(tc.lim); !errors.Is(err, tc.want) {
 			t.Errorf("New(%+v) = %v; want %v", tc.lim, err, tc.want)
 		}
 	}
-	if _, err := flux.New(flux.Limit{Rate: 1}, flux.WithShards(0)); !errors.Is(err, flux.ErrInvalidOption) {
+	if _, err := flux.New(flux.Limit{Rate: 1}, flux.WithShards(0)); !errors.Is(err, flux.ErrInvalidArgument) {
 		t.Errorf("WithShards(0): %v", err)
 	}
 	l, _ := newLimiter(t, flux.Limit{Rate: 1}, flux.WithMaxKeyLen(8))
@@ -162,7 +162,8 @@ func TestCheckBatch(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	reqs := make([]flux.Request, 500)
 	for i := range reqs {
-		reqs[i] = flux.Request{Key: fmt.Sprintf("k%d", rng.IntN(40)), Cost: rng.IntN(4)}
+		c := rng.IntN(4)
+		reqs[i] = flux.Request{Key: fmt.Sprintf("k%d", rng.IntN(40)), Cost: c, Peek: c == 0}
 	}
 	out := make([]flux.Decision, len(reqs))
 	if err := l.CheckBatch(t.Context(), reqs, out); err != nil {
@@ -184,7 +185,7 @@ func TestCheckBatchValidatesBeforeApplying(t *testing.T) {
 	}{
 		{flux.Request{Key: "", Cost: 1}, flux.ErrEmptyKey},
 		{flux.Request{Key: "x", Cost: -2}, flux.ErrInvalidCost},
-		{flux.Request{Key: "x", Cost: 4}, flux.ErrCostExceedsBurst},
+		{flux.Request{Key: "x", Cost: 4}, flux.ErrCostExceedsCapacity},
 		{flux.Request{Key: strings.Repeat("k", 2000), Cost: 1}, flux.ErrKeyTooLong},
 	} {
 		reqs := []flux.Request{{Key: "a", Cost: 1}, {Key: "b", Cost: 3}, tc.bad, {Key: "c", Cost: 1}}
@@ -200,7 +201,7 @@ func TestCheckBatchValidatesBeforeApplying(t *testing.T) {
 	if d := check(t, l, "b", 3); !d.Allowed {
 		t.Fatal("an invalid batch consumed b's capacity")
 	}
-	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}}, nil); !errors.Is(err, flux.ErrInvalidOption) {
+	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}}, nil); !errors.Is(err, flux.ErrInvalidArgument) {
 		t.Fatalf("short out: %v", err)
 	}
 	if err := l.CheckBatch(t.Context(), nil, nil); err != nil {
@@ -359,7 +360,7 @@ func TestHandlerPanicIsContained(t *testing.T) {
 			t.Fatalf("after the panic, %s: %+v %v", k, d, err)
 		}
 	}
-	if st := l.ShardStats(); st[0].Panics != 1 {
+	if st := l.Stats(); st[0].Panics != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -405,14 +406,14 @@ func TestSetLimitUnderLoad(t *testing.T) {
 			t.Fatalf("after SetLimit a busy key got %+v", d)
 		}
 	}
-	if _, err := l.CheckN(t.Context(), "fresh", 6); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := l.CheckN(t.Context(), "fresh", 6); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatalf("cost 6 under capacity 5: %v", err)
 	}
 	clk.Advance(5 * time.Second)
 	if d := check(t, l, "k0-0", 5); !d.Allowed {
 		t.Fatalf("after the new limit refilled: %+v", d)
 	}
-	if err := l.SetLimit(t.Context(), flux.Limit{Rate: -1}); !errors.Is(err, flux.ErrInvalidRate) {
+	if err := l.SetLimit(t.Context(), flux.Limit{Rate: -1}); !errors.Is(err, flux.ErrInvalidLimit) {
 		t.Fatalf("invalid SetLimit: %v", err)
 	}
 }

@@ -9,7 +9,7 @@
 //
 // A denial is a Decision with Allowed false, never an error. Errors that
 // correspond to a library error wrap its sentinel (flux.ErrEmptyKey,
-// flux.ErrKeyTooLong, flux.ErrInvalidCost, flux.ErrCostExceedsBurst,
+// flux.ErrKeyTooLong, flux.ErrInvalidCost, flux.ErrCostExceedsCapacity,
 // flux.ErrOverloaded, flux.ErrClosed), so code written against a local
 // *flux.Limiter handles them the same way; the others wrap this package's
 // sentinels (ErrUnknownLimiter, ErrTooLarge, ErrBadRequest, ErrServer).
@@ -91,7 +91,7 @@ func (e *Error) Unwrap() error {
 	case wire.ReasonInvalidCost:
 		return flux.ErrInvalidCost
 	case wire.ReasonCostExceedsCapacity:
-		return flux.ErrCostExceedsBurst
+		return flux.ErrCostExceedsCapacity
 	case wire.ReasonOverloaded:
 		return flux.ErrOverloaded
 	case wire.ReasonShuttingDown:

@@ -62,7 +62,7 @@ func TestTypedErrors(t *testing.T) {
 		{"api", "", 1, flux.ErrEmptyKey, 400},
 		{"api", "toolongkey", 1, flux.ErrKeyTooLong, 400},
 		{"api", "k", -1, flux.ErrInvalidCost, 400},
-		{"api", "k", 22, flux.ErrCostExceedsBurst, 400},
+		{"api", "k", 22, flux.ErrCostExceedsCapacity, 400},
 		{"nope", "k", 1, client.ErrUnknownLimiter, 404},
 		{"", "k", 1, client.ErrBadRequest, 400},
 	} {

@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxlimiter/flux"
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
+
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/node"
 	"github.com/fluxlimiter/flux/node/nodetest"
@@ -43,10 +44,10 @@ func TestLimitersAlgorithms(t *testing.T) {
 	if in := infos[0]; in.Name != "daily" || in.Calendar != "day" || in.Timezone != "Europe/Paris" || in.Window != "" || in.Rate != nil {
 		t.Fatalf("daily = %+v", in)
 	}
-	if _, err := (protocol.LimiterInfo{Name: "x", Algorithm: "quantum"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidAlgorithm) {
+	if _, err := (protocol.LimiterInfo{Name: "x", Algorithm: "quantum"}).FluxLimit(); !errors.Is(err, fluxerrs.InvalidAlgorithm) {
 		t.Fatal("unknown algorithm accepted")
 	}
-	if _, err := (protocol.LimiterInfo{Algorithm: "fixed-window", Limit: 1, Calendar: "day", Timezone: "Nowhere/Else"}).FluxLimit(); !errors.Is(err, flux.ErrInvalidWindow) {
+	if _, err := (protocol.LimiterInfo{Algorithm: "fixed-window", Limit: 1, Calendar: "day", Timezone: "Nowhere/Else"}).FluxLimit(); !errors.Is(err, fluxerrs.InvalidWindow) {
 		t.Fatal("unknown zone accepted")
 	}
 }

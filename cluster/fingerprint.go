@@ -1,6 +1,10 @@
 package cluster
 
 import (
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"strconv"
 
 	flux "github.com/fluxlimiter/flux"
@@ -15,7 +19,8 @@ import (
 // The algorithm "" is written as gcra (what it means); floats in their
 // shortest exact decimal form; the window in nanoseconds; the location by
 // its name (a nil Location is UTC), not by the address of the
-// *time.Location. Every field of flux.Limit is written: a field added to
+// *time.Location; Requests and its deprecated spelling Limit as one value.
+// Every field of flux.Limit is written: a field added to
 // it must be added here, or limits differing only in it would look alike
 // (TestCanonicalLimitCoversEveryField fails until it is).
 //
@@ -38,8 +43,15 @@ func canonicalLimit(l flux.Limit) string {
 	b = strconv.AppendFloat(b, l.Rate, 'g', -1, 64)
 	b = append(b, " burst="...)
 	b = strconv.AppendFloat(b, l.Burst, 'g', -1, 64)
+	// The label stays "limit", the field's former name, so that nodes of
+	// either version agree on a fingerprint during a rolling upgrade.
+	requests := l.Requests
+	if requests == 0 {
+		//lint:ignore SA1019 a limit written with the former field means the same limit
+		requests = l.Limit
+	}
 	b = append(b, " limit="...)
-	b = strconv.AppendInt(b, int64(l.Limit), 10)
+	b = strconv.AppendInt(b, int64(requests), 10)
 	b = append(b, " window="...)
 	b = strconv.AppendInt(b, int64(l.Window), 10)
 	b = append(b, " calendar="...)
@@ -47,4 +59,16 @@ func canonicalLimit(l flux.Limit) string {
 	b = append(b, " location="...)
 	b = strconv.AppendQuote(b, loc)
 	return string(b)
+}
+
+// fingerprint hashes the name, mode and limit (in its canonical form, see
+// canonicalLimit) of every registered limiter.
+func (c *Coordinator) fingerprint() uint64 {
+	m := *c.entries.Load()
+	h := fnv.New64a()
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		e := m[name]
+		fmt.Fprintf(h, "%q %s %s\n", name, e.cfg.Mode, canonicalLimit(e.lim.Limit()))
+	}
+	return h.Sum64()
 }

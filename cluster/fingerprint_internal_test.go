@@ -54,8 +54,8 @@ func fingerprintLimits(t *testing.T) map[string]flux.Limit {
 	}
 	return map[string]flux.Limit{
 		"api":   {Rate: 100, Burst: 20},
-		"daily": {Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarDay, Location: ny},
-		"log":   {Algorithm: flux.SlidingWindowLog, Limit: 10, Window: time.Minute},
+		"daily": {Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarDay, Location: ny},
+		"log":   {Algorithm: flux.SlidingWindowLog, Requests: 10, Window: time.Minute},
 	}
 }
 
@@ -105,15 +105,17 @@ func TestCanonicalLimitCoversEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := flux.Limit{Rate: 1, Burst: 2, Limit: 3, Window: time.Second, Calendar: flux.CalendarDay}
+	base := flux.Limit{Rate: 1, Burst: 2, Requests: 3, Window: time.Second, Calendar: flux.CalendarDay}
 	changes := map[string]func(*flux.Limit){
 		"Algorithm": func(l *flux.Limit) { l.Algorithm = flux.TokenBucket },
 		"Rate":      func(l *flux.Limit) { l.Rate = 1.5 },
 		"Burst":     func(l *flux.Limit) { l.Burst = 2.25 },
-		"Limit":     func(l *flux.Limit) { l.Limit = 4 },
-		"Window":    func(l *flux.Limit) { l.Window = time.Second + 1 },
-		"Calendar":  func(l *flux.Limit) { l.Calendar = flux.CalendarWeek },
-		"Location":  func(l *flux.Limit) { l.Location = paris },
+		"Requests":  func(l *flux.Limit) { l.Requests = 4 },
+		//lint:ignore SA1019 the deprecated spelling of Requests must count
+		"Limit":    func(l *flux.Limit) { l.Requests, l.Limit = 0, 4 },
+		"Window":   func(l *flux.Limit) { l.Window = time.Second + 1 },
+		"Calendar": func(l *flux.Limit) { l.Calendar = flux.CalendarWeek },
+		"Location": func(l *flux.Limit) { l.Location = paris },
 	}
 	typ := reflect.TypeFor[flux.Limit]()
 	for i := range typ.NumField() {
@@ -135,7 +137,8 @@ func TestCanonicalLimitCoversEveryField(t *testing.T) {
 	// Spellings of one limit.
 	same := [][2]flux.Limit{
 		{{Rate: 10, Burst: 5}, {Algorithm: flux.GCRA, Rate: 10, Burst: 5}},
-		{{Algorithm: flux.FixedWindow, Limit: 5, Calendar: flux.CalendarDay}, {Algorithm: flux.FixedWindow, Limit: 5, Calendar: flux.CalendarDay, Location: time.UTC}},
+		{{Algorithm: flux.FixedWindow, Requests: 5, Calendar: flux.CalendarDay}, {Algorithm: flux.FixedWindow, Requests: 5, Calendar: flux.CalendarDay, Location: time.UTC}},
+		{{Algorithm: flux.FixedWindow, Limit: 5, Window: time.Second}, {Algorithm: flux.FixedWindow, Requests: 5, Window: time.Second}},
 	}
 	for _, p := range same {
 		if a, b := canonicalLimit(p[0]), canonicalLimit(p[1]); a != b {

@@ -12,6 +12,7 @@ import (
 	flux "github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/bus"
 	"github.com/fluxlimiter/flux/cluster"
+	"github.com/fluxlimiter/flux/failure"
 )
 
 // node is one cluster member on an in-memory network.
@@ -241,12 +242,12 @@ func TestFailurePolicies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := bus.NewNetwork()
 		deadline := 100 * time.Millisecond
-		mk := func(name string, f cluster.Failure) limiterSpec {
+		mk := func(name string, f failure.Policy) limiterSpec {
 			s := spec(name, cluster.Strict, 10, 4)
 			s.cfg.OnOwnerFailure, s.cfg.OwnerDeadline = f, deadline
 			return s
 		}
-		specs := []limiterSpec{mk("local", cluster.FailLocal), mk("open", cluster.FailOpen), mk("closed", cluster.FailClosed)}
+		specs := []limiterSpec{mk("local", failure.Local), mk("open", failure.Open), mk("closed", failure.Closed)}
 		ns := startNodes(t, net, []string{"a", "b"}, specs...)
 		defer closeAll(ns)
 		b := ns[1]
@@ -368,7 +369,7 @@ func TestCheckBatch(t *testing.T) {
 			{cluster.PathLocal, true, 2, nil},
 			{cluster.PathOwner, true, 1, nil},
 			{err: flux.ErrEmptyKey},
-			{err: flux.ErrCostExceedsBurst},
+			{err: flux.ErrCostExceedsCapacity},
 			{cluster.PathOwner, true, 0, nil},
 			{cluster.PathOwner, true, 0, nil},
 		}
@@ -399,8 +400,8 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"local", "open", "closed"} {
-		if f, err := cluster.ParseFailure(s); err != nil || f.String() != s {
-			t.Fatalf("ParseFailure(%q) = %v, %v", s, f, err)
+		if f, err := failure.Parse(s); err != nil || f.String() != s {
+			t.Fatalf("failure.Parse(%q) = %v, %v", s, f, err)
 		}
 	}
 	synctest.Test(t, func(t *testing.T) {

@@ -3,6 +3,8 @@ package cluster
 import (
 	"fmt"
 	"time"
+
+	"github.com/fluxlimiter/flux/failure"
 )
 
 // Mode is how a limiter coordinates with the other nodes of a cluster.
@@ -55,46 +57,32 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("%w: mode %q (want local, best-effort, strict or hybrid)", ErrInvalidConfig, s)
 }
 
-// Failure is what a node answers when a key's owner does not answer in
-// time.
-type Failure uint8
+// Failure is the policy when a key's owner does not answer in time.
+//
+// Deprecated: use failure.Policy, the one vocabulary of the cluster, the
+// store and httplimit.
+type Failure = failure.Policy
 
-// The failure policies.
+// The failure policies under their former names.
 const (
-	// FailLocal decides on the local view (and gossips what it admits):
-	// the default.
-	FailLocal Failure = iota
-	// FailOpen allows the request without recording it.
-	FailOpen
-	// FailClosed denies the request, with RetryAfter set to the owner
-	// deadline.
-	FailClosed
+	// Deprecated: use failure.Local.
+	FailLocal = failure.Local
+	// Deprecated: use failure.Open.
+	FailOpen = failure.Open
+	// Deprecated: use failure.Closed.
+	FailClosed = failure.Closed
 )
 
-// String returns "local", "open" or "closed".
-func (f Failure) String() string {
-	switch f {
-	case FailLocal:
-		return "local"
-	case FailOpen:
-		return "open"
-	case FailClosed:
-		return "closed"
-	}
-	return fmt.Sprintf("Failure(%d)", uint8(f))
-}
-
-// ParseFailure parses a failure policy name ("" means local).
+// ParseFailure parses a failure policy name ("" means local); the error
+// wraps ErrInvalidConfig.
+//
+// Deprecated: use failure.Parse.
 func ParseFailure(s string) (Failure, error) {
-	switch s {
-	case "", "local":
-		return FailLocal, nil
-	case "open":
-		return FailOpen, nil
-	case "closed":
-		return FailClosed, nil
+	p, err := failure.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return 0, fmt.Errorf("%w: failure policy %q (want local, open or closed)", ErrInvalidConfig, s)
+	return p, nil
 }
 
 // Path says where a decision came from.
@@ -149,8 +137,11 @@ type LimiterConfig struct {
 	// OwnerDeadline is how long a forwarded check waits for the owner
 	// (DefaultOwnerDeadline) before OnOwnerFailure decides.
 	OwnerDeadline time.Duration
-	// OnOwnerFailure is the failure policy (FailLocal by default).
-	OnOwnerFailure Failure
+	// OnOwnerFailure is the failure policy: failure.Local (the default)
+	// decides on the local view and gossips what it admits; failure.Open
+	// allows the request without recording it; failure.Closed denies it,
+	// with RetryAfter set to OwnerDeadline.
+	OnOwnerFailure failure.Policy
 	// HybridThreshold is, in hybrid mode, the share of the key's capacity
 	// that must remain in the local view after the request for the node to
 	// decide locally (DefaultHybridThreshold; between 0 and 1).
@@ -161,7 +152,7 @@ func (lc *LimiterConfig) setDefaults() error {
 	if lc.Mode > Hybrid {
 		return fmt.Errorf("%w: mode %d", ErrInvalidConfig, lc.Mode)
 	}
-	if lc.OnOwnerFailure > FailClosed {
+	if !lc.OnOwnerFailure.Valid() {
 		return fmt.Errorf("%w: failure policy %d", ErrInvalidConfig, lc.OnOwnerFailure)
 	}
 	if lc.SyncInterval < 0 || lc.SyncBatch < 0 || lc.OwnerDeadline < 0 {

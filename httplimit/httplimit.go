@@ -43,6 +43,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxlimiter/flux"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
@@ -123,7 +124,7 @@ type config struct {
 	def      route
 	mux      *http.ServeMux // route patterns; nil when none
 	routes   map[string]route
-	failOpen bool
+	onFail   failure.Policy
 	exact    map[string]bool // excluded paths
 	prefixes []string        // excluded path prefixes
 	legacy   bool
@@ -210,10 +211,26 @@ func WithRoute(pattern, name string, ch Checker) Option {
 	}
 }
 
-// WithFailOpen sets what happens when the limiter fails (overloaded,
-// closed, unreachable): with open true the request is served without a
-// limit; otherwise (the default) it is answered 503 Service Unavailable.
-func WithFailOpen(open bool) Option { return func(c *config) { c.failOpen = open } }
+// WithFailurePolicy sets what happens when the limiter fails (overloaded,
+// closed, unreachable): with failure.Open the request is served without a
+// limit; with failure.Closed, or failure.Local (the default: the
+// middleware has no local view of the limit), it is answered 503 Service
+// Unavailable. An unknown policy is read as failure.Closed.
+func WithFailurePolicy(p failure.Policy) Option { return func(c *config) { c.onFail = p } }
+
+// WithFailOpen serves requests without a limit when the limiter fails if
+// open is true, and answers them 503 otherwise.
+//
+// Deprecated: use WithFailurePolicy(failure.Open), the vocabulary the
+// store and the cluster share.
+func WithFailOpen(open bool) Option {
+	return func(c *config) {
+		c.onFail = failure.Closed
+		if open {
+			c.onFail = failure.Open
+		}
+	}
+}
 
 // WithExcludedPaths exempts requests whose URL path is one of paths (such
 // as "/healthz"); a path ending in "/" exempts every path under it.
@@ -330,7 +347,7 @@ func (h *handler) startSpan(r *http.Request) (context.Context, tracing.Span) {
 
 // failed answers a request whose check failed.
 func (h *handler) failed(w http.ResponseWriter, r *http.Request, rt route, err error) {
-	if errors.Is(err, flux.ErrCostExceedsBurst) {
+	if errors.Is(err, flux.ErrCostExceedsCapacity) {
 		// No wait would admit it, and failing open would let anyone past
 		// the limit with an oversized request.
 		h.c.setPolicy(w.Header(), rt, 0)
@@ -342,9 +359,9 @@ func (h *handler) failed(w http.ResponseWriter, r *http.Request, rt route, err e
 	}
 	if h.c.logger != nil {
 		h.c.logger.LogAttrs(r.Context(), slog.LevelWarn, "httplimit: limiter failed",
-			slog.String("policy", unquote(rt.name)), slog.Bool("fail_open", h.c.failOpen), slog.Any("error", err))
+			slog.String("policy", unquote(rt.name)), slog.Bool("fail_open", h.c.onFail == failure.Open), slog.Any("error", err))
 	}
-	if h.c.failOpen {
+	if h.c.onFail == failure.Open {
 		h.next.ServeHTTP(w, r)
 		return
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/httplimit"
 	"github.com/fluxlimiter/flux/tracing"
 )
@@ -302,11 +303,11 @@ func TestPolicyPerAlgorithm(t *testing.T) {
 		{flux.Limit{Rate: 10, Burst: 5}, 6, 1},
 		{flux.Limit{Algorithm: flux.TokenBucket, Rate: 0.5, Burst: 2}, 3, 6},
 		{flux.Limit{Algorithm: flux.LeakyBucket, Rate: 4, Burst: 9}, 10, 3},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 100, Window: time.Minute}, 100, 60},
-		{flux.Limit{Algorithm: flux.SlidingWindow, Limit: 5, Window: 1500 * time.Millisecond}, 5, 2},
-		{flux.Limit{Algorithm: flux.SlidingWindowLog, Limit: 3, Window: time.Hour}, 3, 3600},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarDay}, 1000, 86400},
-		{flux.Limit{Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarMonth}, 1000, 0},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 100, Window: time.Minute}, 100, 60},
+		{flux.Limit{Algorithm: flux.SlidingWindow, Requests: 5, Window: 1500 * time.Millisecond}, 5, 2},
+		{flux.Limit{Algorithm: flux.SlidingWindowLog, Requests: 3, Window: time.Hour}, 3, 3600},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarDay}, 1000, 86400},
+		{flux.Limit{Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarMonth}, 1000, 0},
 	} {
 		l, _ := newLimiter(t, c.lim)
 		var h served
@@ -435,7 +436,7 @@ func TestKeyCostExcludeSkip(t *testing.T) {
 
 	// A cost above capacity is refused even though the middleware fails
 	// open: otherwise an oversized request would bypass the limit.
-	big := serve(t, httplimit.Middleware(l, httplimit.WithFailOpen(true),
+	big := serve(t, httplimit.Middleware(l, httplimit.WithFailurePolicy(failure.Open),
 		httplimit.WithCostFunc(func(*http.Request) int { return 11 }))(&h))
 	before := h.count()
 	r = do(t, big, "GET", "/", nil)
@@ -450,7 +451,7 @@ func TestFailOpenAndClosed(t *testing.T) {
 	l.Close() // every check now fails with ErrClosed
 	var h served
 	closed := serve(t, httplimit.Middleware(l)(&h))
-	open := serve(t, httplimit.Middleware(l, httplimit.WithFailOpen(true))(&h))
+	open := serve(t, httplimit.Middleware(l, httplimit.WithFailurePolicy(failure.Open))(&h))
 
 	r := do(t, closed, "GET", "/", nil)
 	if r.status != 503 || h.count() != 0 || r.header.Get("Content-Type") != "application/problem+json" ||

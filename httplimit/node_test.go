@@ -8,6 +8,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/httplimit"
 	"github.com/fluxlimiter/flux/node"
 	"github.com/fluxlimiter/flux/node/nodetest"
@@ -69,7 +70,7 @@ func TestThroughFluxNode(t *testing.T) {
 	if r := do(t, bad, "GET", "/", nil); r.status != http.StatusServiceUnavailable {
 		t.Fatalf("unknown limiter: %d", r.status)
 	}
-	open := serve(t, httplimit.Middleware(nil, httplimit.WithFailOpen(true),
+	open := serve(t, httplimit.Middleware(nil, httplimit.WithFailurePolicy(failure.Open),
 		httplimit.WithChecker(httplimit.Remote(c, "nope", flux.Limit{})))(&h))
 	if r := do(t, open, "GET", "/", nil); r.status != 200 {
 		t.Fatalf("unknown limiter, fail open: %d", r.status)

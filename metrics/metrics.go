@@ -31,6 +31,8 @@ import (
 	"sync"
 	"time"
 
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fluxlimiter/flux"
@@ -332,10 +334,10 @@ func ErrorKind(err error) string {
 		return KindCanceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return KindTimeout
-	case errors.Is(err, flux.ErrInvalidCost), errors.Is(err, flux.ErrCostExceedsBurst),
+	case errors.Is(err, flux.ErrInvalidCost), errors.Is(err, flux.ErrCostExceedsCapacity),
 		errors.Is(err, flux.ErrEmptyKey), errors.Is(err, flux.ErrKeyTooLong),
-		errors.Is(err, flux.ErrInvalidRate), errors.Is(err, flux.ErrInvalidBurst),
-		errors.Is(err, flux.ErrInvalidState), errors.Is(err, flux.ErrInvalidOption):
+		errors.Is(err, fluxerrs.InvalidRate), errors.Is(err, fluxerrs.InvalidBurst),
+		errors.Is(err, flux.ErrInvalidState), errors.Is(err, flux.ErrInvalidArgument):
 		return KindInvalid
 	}
 	return KindOther
@@ -530,7 +532,7 @@ func (m *Metrics) ConfigMismatch() {
 }
 
 // Track exports the shard statistics of l under the name limiter, read at
-// scrape time from l.ShardStats(): flux_shard_mailbox_depth{limiter,shard},
+// scrape time from l.Stats(): flux_shard_mailbox_depth{limiter,shard},
 // flux_keys{limiter}, and the counters flux_evictions_total,
 // flux_swept_keys_total, flux_refused_keys_total, flux_panics_total and
 // flux_clock_errors_total{limiter}; and from l.StoreStats() the store
@@ -613,7 +615,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, e := range ls {
 		var keys int
 		var evicted, swept, refused, panics, clockErrs uint64
-		for i, st := range e.l.ShardStats() {
+		for i, st := range e.l.Stats() {
 			ch <- prometheus.MustNewConstMetric(descMailbox, prometheus.GaugeValue, float64(st.Mailbox), e.name, strconv.Itoa(i))
 			keys += st.Keys
 			evicted += st.Evicted

@@ -111,7 +111,7 @@ func TestHooksExactCounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := l.CheckN(ctx, "alice", 10); !errors.Is(err, flux.ErrCostExceedsBurst) {
+	if _, err := l.CheckN(ctx, "alice", 10); !errors.Is(err, flux.ErrCostExceedsCapacity) {
 		t.Fatal(err)
 	}
 	out := make([]flux.Decision, 2)
@@ -350,7 +350,7 @@ func TestErrorKind(t *testing.T) {
 		{context.DeadlineExceeded, metrics.KindTimeout},
 		{flux.ErrEmptyKey, metrics.KindInvalid},
 		{flux.ErrKeyTooLong, metrics.KindInvalid},
-		{flux.ErrCostExceedsBurst, metrics.KindInvalid},
+		{flux.ErrCostExceedsCapacity, metrics.KindInvalid},
 		{flux.ErrInvalidCost, metrics.KindInvalid},
 		{errors.New("something"), metrics.KindOther},
 	} {

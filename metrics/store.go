@@ -29,7 +29,16 @@ var storeDescs = []*prometheus.Desc{descStoreLoads, descStoreLoadErrs, descStore
 
 // collectStore sends the store counters of the limiter tracked as name.
 func collectStore(ch chan<- prometheus.Metric, name string, l *flux.Limiter) {
-	s := l.StoreStats()
+	var s flux.Stats
+	for _, sh := range l.Stats() {
+		s.Loads += sh.Loads
+		s.LoadErrors += sh.LoadErrors
+		s.Saves += sh.Saves
+		s.SaveErrors += sh.SaveErrors
+		s.Fallbacks += sh.Fallbacks
+		s.Foreign += sh.Foreign
+		s.Dirty += sh.Dirty
+	}
 	ch <- prometheus.MustNewConstMetric(descStoreLoads, prometheus.CounterValue, float64(s.Loads), name)
 	ch <- prometheus.MustNewConstMetric(descStoreLoadErrs, prometheus.CounterValue, float64(s.LoadErrors), name)
 	ch <- prometheus.MustNewConstMetric(descStoreSaves, prometheus.CounterValue, float64(s.Saves), name)

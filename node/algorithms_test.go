@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
+
 	"github.com/fluxlimiter/flux"
 )
 
@@ -141,11 +143,11 @@ limiters:
 	for name, want := range map[string]flux.Limit{
 		"api":     {Algorithm: flux.TokenBucket, Rate: 100, Burst: 99},
 		"out":     {Algorithm: flux.LeakyBucket, Rate: 50, Burst: 9},
-		"login":   {Algorithm: flux.SlidingWindowLog, Limit: 5, Window: time.Minute},
-		"quota":   {Algorithm: flux.SlidingWindow, Limit: 1000, Window: time.Hour},
-		"hourly":  {Algorithm: flux.FixedWindow, Limit: 10, Window: time.Hour},
-		"daily":   {Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarDay, Location: paris},
-		"monthly": {Algorithm: flux.FixedWindow, Limit: 1000, Calendar: flux.CalendarMonth},
+		"login":   {Algorithm: flux.SlidingWindowLog, Requests: 5, Window: time.Minute},
+		"quota":   {Algorithm: flux.SlidingWindow, Requests: 1000, Window: time.Hour},
+		"hourly":  {Algorithm: flux.FixedWindow, Requests: 10, Window: time.Hour},
+		"daily":   {Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarDay, Location: paris},
+		"monthly": {Algorithm: flux.FixedWindow, Requests: 1000, Calendar: flux.CalendarMonth},
 	} {
 		got, err := cfg.Limiters[name].FluxLimit()
 		if err != nil {
@@ -165,21 +167,21 @@ limiters:
 		msg  string
 	}{
 		{"{algorithm: gcra, rate: 1, limit: 5, window: 1m}", flux.ErrInvalidLimit, "gcra takes Rate and Burst"},
-		{"{algorithm: token-bucket, rate: 1, burst: 1, window: 1m}", flux.ErrInvalidWindow, "token-bucket takes Rate and Burst"},
+		{"{algorithm: token-bucket, rate: 1, burst: 1, window: 1m}", fluxerrs.InvalidWindow, "token-bucket takes Rate and Burst"},
 		{"{algorithm: leaky-bucket, limit: 3, window: 1s}", flux.ErrInvalidLimit, "leaky-bucket"},
-		{"{algorithm: sliding-window, rate: 1, limit: 3, window: 1s}", flux.ErrInvalidRate, "takes Limit and Window"},
-		{"{algorithm: sliding-window-log, limit: 3, window: 1s, burst: 2}", flux.ErrInvalidBurst, "not Burst"},
-		{"{algorithm: sliding-window-log, limit: 3}", flux.ErrInvalidWindow, "window"},
+		{"{algorithm: sliding-window, rate: 1, limit: 3, window: 1s}", fluxerrs.InvalidRate, "takes Requests and Window"},
+		{"{algorithm: sliding-window-log, limit: 3, window: 1s, burst: 2}", fluxerrs.InvalidBurst, "not Burst"},
+		{"{algorithm: sliding-window-log, limit: 3}", fluxerrs.InvalidWindow, "window"},
 		{"{algorithm: fixed-window, window: 1m}", flux.ErrInvalidLimit, "limit"},
-		{"{algorithm: sliding-window, limit: 3, calendar: day}", flux.ErrInvalidWindow, "only fixed-window"},
-		{"{algorithm: fixed-window, limit: 3, window: 1m, calendar: day}", flux.ErrInvalidWindow, "not both"},
-		{"{algorithm: fixed-window, limit: 3, calendar: year}", flux.ErrInvalidWindow, "calendar"},
-		{"{algorithm: fixed-window, limit: 3, window: 1h, timezone: Europe/Paris}", flux.ErrInvalidWindow, "timezone is only for fixed-window's calendar windows"},
-		{"{algorithm: fixed-window, limit: 3, calendar: day, timezone: Mars/Olympus}", flux.ErrInvalidWindow, "Mars/Olympus"},
-		{"{algorithm: fixed-window, limit: 3, calendar: day, timezone: Local}", flux.ErrInvalidWindow, "depends on the machine"},
-		{"{algorithm: GCRA, rate: 1}", flux.ErrInvalidAlgorithm, `"GCRA"`},
-		{"{algorithm: sliding-log, limit: 3, window: 1s}", flux.ErrInvalidAlgorithm, "sliding-window-log"},
-		{"{algorithm: gcra, rate: 1, timezone: UTC}", flux.ErrInvalidWindow, "timezone is only"},
+		{"{algorithm: sliding-window, limit: 3, calendar: day}", fluxerrs.InvalidWindow, "only fixed-window"},
+		{"{algorithm: fixed-window, limit: 3, window: 1m, calendar: day}", fluxerrs.InvalidWindow, "not both"},
+		{"{algorithm: fixed-window, limit: 3, calendar: year}", fluxerrs.InvalidWindow, "calendar"},
+		{"{algorithm: fixed-window, limit: 3, window: 1h, timezone: Europe/Paris}", fluxerrs.InvalidWindow, "timezone is only for fixed-window's calendar windows"},
+		{"{algorithm: fixed-window, limit: 3, calendar: day, timezone: Mars/Olympus}", fluxerrs.InvalidWindow, "Mars/Olympus"},
+		{"{algorithm: fixed-window, limit: 3, calendar: day, timezone: Local}", fluxerrs.InvalidWindow, "depends on the machine"},
+		{"{algorithm: GCRA, rate: 1}", fluxerrs.InvalidAlgorithm, `"GCRA"`},
+		{"{algorithm: sliding-log, limit: 3, window: 1s}", fluxerrs.InvalidAlgorithm, "sliding-window-log"},
+		{"{algorithm: gcra, rate: 1, timezone: UTC}", fluxerrs.InvalidWindow, "timezone is only"},
 	} {
 		_, err := ParseConfig([]byte("limiters:\n  x: " + tt.yaml + "\n"))
 		if !errors.Is(err, ErrInvalidConfig) || !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {

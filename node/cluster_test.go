@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxlimiter/flux/failure"
+
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -952,7 +954,7 @@ limiters:
 		cfg.Heartbeat != Duration(500*time.Millisecond) {
 		t.Fatalf("cluster settings %+v", cfg.ClusterConfig)
 	}
-	want := cluster.LimiterConfig{Mode: cluster.Strict, SyncInterval: 20 * time.Millisecond, OwnerDeadline: 100 * time.Millisecond, OnOwnerFailure: cluster.FailClosed}
+	want := cluster.LimiterConfig{Mode: cluster.Strict, SyncInterval: 20 * time.Millisecond, OwnerDeadline: 100 * time.Millisecond, OnOwnerFailure: failure.Closed}
 	if got := cfg.Limiters["api"].clusterConfig(); got != want {
 		t.Fatalf("api: %+v, want %+v", got, want)
 	}

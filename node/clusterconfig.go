@@ -15,6 +15,7 @@ import (
 
 	"github.com/fluxlimiter/flux/bus"
 	"github.com/fluxlimiter/flux/cluster"
+	"github.com/fluxlimiter/flux/failure"
 )
 
 // This file is the cluster's configuration (docs/CLUSTER.md): the settings
@@ -116,7 +117,7 @@ func (lc LimiterConfig) clusterMode() cluster.Mode {
 
 // clusterConfig is the Coordinator's configuration of the limiter.
 func (lc LimiterConfig) clusterConfig() cluster.LimiterConfig {
-	f, _ := cluster.ParseFailure(lc.OnOwnerFailure) // validated
+	f, _ := failure.Parse(lc.OnOwnerFailure) // validated
 	return cluster.LimiterConfig{
 		Mode:            lc.clusterMode(),
 		SyncInterval:    time.Duration(lc.SyncInterval),
@@ -184,7 +185,7 @@ func (c Config) validateCluster() []error {
 			bad("limiter %q: mode %q: want local, best-effort, strict or hybrid", name, lc.Mode)
 			continue
 		}
-		if _, err := cluster.ParseFailure(lc.OnOwnerFailure); err != nil {
+		if _, err := failure.Parse(lc.OnOwnerFailure); err != nil {
 			bad("limiter %q: on_owner_failure %q: want local, open or closed", name, lc.OnOwnerFailure)
 		}
 		if lc.SyncInterval < 0 || lc.OwnerDeadline < 0 {

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode"
 
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fluxlimiter/flux"
@@ -217,27 +219,27 @@ func (lc LimiterConfig) AlgorithmName() string {
 // FluxLimit translates the limiter's configuration into the library's
 // flux.Limit, validated by flux.Limit.Validate: an unknown algorithm or a
 // parameter the algorithm does not take fails with the library's sentinel
-// errors (flux.ErrInvalidAlgorithm, flux.ErrInvalidWindow...). This is the
+// errors (fluxerrs.InvalidAlgorithm, fluxerrs.InvalidWindow...). This is the
 // one place where the configuration is mapped onto algorithms.
 func (lc LimiterConfig) FluxLimit() (flux.Limit, error) {
 	l := flux.Limit{
 		Algorithm: flux.Algorithm(lc.Algorithm), // "" is gcra, as in flux.Limit
 		Rate:      lc.Rate,
 		Burst:     lc.Burst,
-		Limit:     lc.Limit,
+		Requests:  lc.Limit,
 		Window:    time.Duration(lc.Window),
 		Calendar:  flux.Calendar(lc.Calendar),
 	}
 	switch {
 	case lc.Timezone == "":
 	case lc.Calendar == "":
-		return flux.Limit{}, fmt.Errorf("%w: timezone is only for fixed-window's calendar windows (calendar: day...)", flux.ErrInvalidWindow)
+		return flux.Limit{}, fmt.Errorf("%w: timezone is only for fixed-window's calendar windows (calendar: day...)", fluxerrs.InvalidWindow)
 	case lc.Timezone == "Local":
-		return flux.Limit{}, fmt.Errorf("%w: timezone %q depends on the machine: name the zone, such as Europe/Paris", flux.ErrInvalidWindow, lc.Timezone)
+		return flux.Limit{}, fmt.Errorf("%w: timezone %q depends on the machine: name the zone, such as Europe/Paris", fluxerrs.InvalidWindow, lc.Timezone)
 	default:
 		loc, err := time.LoadLocation(lc.Timezone)
 		if err != nil {
-			return flux.Limit{}, fmt.Errorf("%w: timezone: %w", flux.ErrInvalidWindow, err)
+			return flux.Limit{}, fmt.Errorf("%w: timezone: %w", fluxerrs.InvalidWindow, err)
 		}
 		l.Location = loc
 	}
@@ -290,7 +292,7 @@ func DefaultConfig() Config {
 		HTTPListen:   DefaultHTTPListen,
 		DataDir:      DefaultDataDir(),
 		LogLevel:     "info",
-		MaxKeyLen:    flux.DefaultMaxKeyLen,
+		MaxKeyLen:    1024, // the library's default too
 		MaxBatch:     DefaultMaxBatch,
 		MaxPayload:   DefaultMaxPayload,
 		OverloadWait: Duration(DefaultOverloadWait),

@@ -107,7 +107,7 @@ func TestParseConfigErrors(t *testing.T) {
 	if _, err := (LimiterConfig{Algorithm: "magic"}).FluxLimit(); !errors.Is(err, errs.InvalidAlgorithm) {
 		t.Errorf("unknown algorithm: %v", err)
 	}
-	if _, err := (LimiterConfig{Rate: 0}).FluxLimit(); !errors.Is(err, flux.ErrInvalidRate) {
+	if _, err := (LimiterConfig{Rate: 0}).FluxLimit(); !errors.Is(err, errs.InvalidRate) {
 		t.Errorf("rate 0: %v, want ErrInvalidRate", err)
 	}
 }

@@ -24,75 +24,32 @@ type decider interface {
 	decide(ctx context.Context, e *limiterEntry, reqs []flux.Request, out []cluster.Answer, errs []error) error
 }
 
-// localDecider decides on the node's own limiter. Its slices are
-// scratch.
-type localDecider struct {
-	outs []flux.Decision
-	errs []error
-	todo []flux.Request
-	pos  []int
-}
+// localDecider decides on the node's own limiter with one CheckEach call,
+// which reports each item's error apart. outs is scratch.
+type localDecider struct{ outs []flux.Decision }
 
 func (d *localDecider) decide(ctx context.Context, e *limiterEntry, reqs []flux.Request, out []cluster.Answer, errs []error) error {
 	if len(reqs) == 1 {
 		// A check alone (an idle node) takes the limiter's single-check
 		// path, which costs less than a batch of one.
-		d, err := e.lim.CheckN(ctx, reqs[0].Key, reqs[0].Cost)
-		out[0], errs[0] = cluster.Answer{Decision: d, Path: cluster.PathLocal}, err
+		cost := reqs[0].Cost
+		switch {
+		case reqs[0].Peek:
+			cost = 0
+		case cost == 0:
+			cost = 1
+		}
+		dec, err := e.lim.CheckN(ctx, reqs[0].Key, cost)
+		out[0], errs[0] = cluster.Answer{Decision: dec, Path: cluster.PathLocal}, err
 		return nil
 	}
-	todo, pos := reqs, []int(nil) // pos[j] is the index in reqs of todo[j]; nil: the same
-	defer func() { clear(d.todo) }()
-	for {
-		outs := slices.Grow(d.outs[:0], len(todo))[:len(todo)]
-		terrs := slices.Grow(d.errs[:0], len(todo))[:len(todo)]
-		d.outs, d.errs = outs, terrs
-		clear(terrs)
-		err := e.lim.CheckBatchEach(ctx, todo, outs, terrs)
-		if be := batchError(err); be != nil && be.Index >= 0 && be.Index < len(todo) {
-			// A concurrent reload shrank the capacity after validation:
-			// the limiter refused the whole call naming the item, which
-			// gets that error and is left out of the next try.
-			if pos == nil {
-				d.todo = append(d.todo[:0], todo...)
-				d.pos = d.pos[:0]
-				for j := range todo {
-					d.pos = append(d.pos, j)
-				}
-				todo, pos = d.todo, d.pos
-			}
-			errs[pos[be.Index]] = be.Err
-			todo = slices.Delete(todo, be.Index, be.Index+1)
-			pos = slices.Delete(pos, be.Index, be.Index+1)
-			if len(todo) == 0 {
-				return nil
-			}
-			continue
-		}
-		for j := range todo {
-			i := j
-			if pos != nil {
-				i = pos[j]
-			}
-			if terrs[j] != nil {
-				errs[i] = terrs[j]
-			} else {
-				out[i] = cluster.Answer{Decision: outs[j], Path: cluster.PathLocal}
-			}
-		}
-		clear(terrs)
-		return err
+	outs := slices.Grow(d.outs[:0], len(reqs))[:len(reqs)]
+	d.outs = outs
+	err := e.lim.CheckEach(ctx, reqs, outs, errs)
+	for i := range reqs {
+		out[i] = cluster.Answer{Decision: outs[i], Path: cluster.PathLocal}
 	}
-}
-
-// batchError is err as a *flux.BatchError, nil if it is not one (without
-// the allocation errors.As costs on the path where err is nil).
-func batchError(err error) *flux.BatchError {
-	var be *flux.BatchError
-	if err == nil || !errors.As(err, &be) {
-		return nil
-	}
-	return be
+	return err
 }
 
 // clusterDecider decides through the Coordinator. A limiter the
@@ -149,7 +106,10 @@ func (n *Node) decideBatch(sc *decideScratch, hs []*handler) {
 		for _, h := range hs {
 			for i := range h.res {
 				if r := &h.res[i]; r.entry == e && r.e.Code == 0 {
-					reqs = append(reqs, flux.Request{Key: h.items[i].Key, Cost: int(h.items[i].Cost)})
+					// The wire decodes a missing cost as 1, so a cost
+					// of 0 was written out: a peek.
+					it := &h.items[i]
+					reqs = append(reqs, flux.Request{Key: it.Key, Cost: int(it.Cost), Peek: it.Cost == 0})
 					where = append(where, r)
 				}
 			}

@@ -65,7 +65,7 @@ func errorFor(err error) wire.ErrorBody {
 		code, reason = wire.CodeBadRequest, wire.ReasonKeyTooLong
 	case errors.Is(err, flux.ErrInvalidCost):
 		code, reason = wire.CodeBadRequest, wire.ReasonInvalidCost
-	case errors.Is(err, flux.ErrCostExceedsBurst):
+	case errors.Is(err, flux.ErrCostExceedsCapacity):
 		code, reason = wire.CodeBadRequest, wire.ReasonCostExceedsCapacity
 	case errors.Is(err, flux.ErrOverloaded), errors.Is(err, flux.ErrFull):
 		code, reason = wire.CodeUnavailable, wire.ReasonOverloaded

@@ -116,7 +116,7 @@ func (n *Node) stats() any {
 	out := map[string]st{}
 	for name, e := range n.limiters.Load().byName {
 		s := st{Keys: e.lim.Len()}
-		for _, sh := range e.lim.ShardStats() {
+		for _, sh := range e.lim.Stats() {
 			s.Mailbox += sh.Mailbox
 		}
 		out[name] = s

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxlimiter/flux/failure"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/fluxlimiter/flux"
@@ -133,14 +135,14 @@ func (c StoreConfig) prefix() string {
 }
 
 // failurePolicy parses store_failure.
-func failurePolicy(s string) (flux.StoreFailure, bool) {
+func failurePolicy(s string) (failure.Policy, bool) {
 	switch s {
 	case "", "local":
-		return flux.StoreFailLocal, true
+		return failure.Local, true
 	case "open":
-		return flux.StoreFailOpen, true
+		return failure.Open, true
 	case "closed":
-		return flux.StoreFailClosed, true
+		return failure.Closed, true
 	}
 	return 0, false
 }
@@ -241,17 +243,21 @@ func (n *Node) storeOptions(name string, lc LimiterConfig) []flux.Option {
 	ls := &limiterStore{h: n.st, met: n.met, name: name}
 	cfg := n.cfg.StoreConfig
 	if lc.StoreMode == ModeAtomic {
-		var st store.AtomicGCRA = ls
+		var st store.Store = ls
 		if n.st.kind == "redis" {
 			st = &batchLimiterStore{ls}
 		}
-		return []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{
-			Store: st, Limiter: ns, Timeout: time.Duration(cfg.StoreTimeout), OnFailure: policy,
+		return []flux.Option{flux.WithStore(flux.StoreConfig{
+			Store: st, Limiter: ns, Mode: flux.StoreAtomic, Timeout: time.Duration(cfg.StoreTimeout), OnFailure: policy,
 			Backoff: time.Duration(cfg.FlushInterval),
 		})}
 	}
+	mode := flux.StoreWriteBehind
+	if cfg.StoreWrite == WriteThrough {
+		mode = flux.StoreWriteThrough
+	}
 	return []flux.Option{flux.WithStore(flux.StoreConfig{
-		Store: ls, Limiter: ns, Through: cfg.StoreWrite == WriteThrough,
+		Store: ls, Limiter: ns, Mode: mode,
 		FlushEvery: time.Duration(cfg.FlushInterval), Timeout: time.Duration(cfg.StoreTimeout), OnFailure: policy,
 	})}
 }

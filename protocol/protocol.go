@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fluxlimiter/flux"
+	fluxerrs "github.com/fluxlimiter/flux/internal/errs"
 )
 
 // Names of the NATS micro service and its subjects.
@@ -58,7 +59,7 @@ type LimitersReply struct {
 // httplimit.Remote takes to fill RateLimit-Policy, validated. It fails for
 // an algorithm or a time zone this program does not know.
 func (li LimiterInfo) FluxLimit() (flux.Limit, error) {
-	l := flux.Limit{Algorithm: flux.Algorithm(li.Algorithm), Limit: li.Limit,
+	l := flux.Limit{Algorithm: flux.Algorithm(li.Algorithm), Requests: li.Limit,
 		Window: time.Duration(li.WindowNS), Calendar: flux.Calendar(li.Calendar)}
 	if li.Rate != nil {
 		l.Rate = *li.Rate
@@ -69,7 +70,7 @@ func (li LimiterInfo) FluxLimit() (flux.Limit, error) {
 	if li.Timezone != "" && li.Timezone != "UTC" {
 		loc, err := time.LoadLocation(li.Timezone)
 		if err != nil {
-			return flux.Limit{}, fmt.Errorf("limiter %q: %w: %w", li.Name, flux.ErrInvalidWindow, err)
+			return flux.Limit{}, fmt.Errorf("limiter %q: %w: %w", li.Name, fluxerrs.InvalidWindow, err)
 		}
 		l.Location = loc
 	}

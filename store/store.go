@@ -167,8 +167,8 @@ type AtomicGCRA interface {
 	// with skewed clocks still share one exact limit.
 	//
 	// A negative cost is an error wrapping flux.ErrInvalidCost; a cost
-	// above g.Capacity() one wrapping flux.ErrCostExceedsBurst; a zero g
-	// one wrapping flux.ErrInvalidRate.
+	// above g.Capacity() one wrapping flux.ErrCostExceedsCapacity; a zero g
+	// one wrapping flux.ErrInvalidLimit.
 	CheckGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error)
 }
 

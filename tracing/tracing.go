@@ -21,6 +21,7 @@ import (
 	"context"
 	"reflect"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -173,12 +174,45 @@ func (t *Tracer) Extract(ctx context.Context, carrier propagation.TextMapCarrier
 	return t.prop.Extract(ctx, carrier)
 }
 
-// CheckMiddleware returns a flux.Middleware that records each check of the
-// limiter named limiter as a span "ratelimit.check", but only inside a
-// trace that is already being recorded (a sampled HTTP or RPC span in the
-// check's context): the library never starts a trace of its own, and a
-// check outside a sampled trace costs one context lookup. It returns nil,
-// which flux.WithMiddleware ignores, when t is nil.
+// CheckHooks returns flux.Hooks (for flux.WithHooks) that record each
+// check of the limiter named limiter as a span "ratelimit.check", but only
+// inside a trace that is already being recorded (a sampled HTTP or RPC
+// span in the check's context): the library never starts a trace of its
+// own, and a check outside a sampled trace costs one context lookup. The
+// span is recorded when the check returns, spanning the time it took, so
+// it covers batches (one span per item) and async checks as well. With a
+// nil t the hooks are empty, which flux.WithHooks ignores.
+func (t *Tracer) CheckHooks(limiter string) flux.Hooks {
+	if t == nil {
+		return flux.Hooks{}
+	}
+	record := func(ctx context.Context, key string, cost int, d flux.Decision, err error, latency time.Duration) {
+		if !trace.SpanFromContext(ctx).IsRecording() {
+			return
+		}
+		end := time.Now()
+		_, s := t.tracer.Start(ctx, "ratelimit.check", trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(end.Add(-latency)))
+		sp := Span{s: s, keys: t.keys}
+		sp.Check(limiter, key, cost)
+		sp.Result(d, err)
+		s.End(trace.WithTimestamp(end))
+	}
+	return flux.Hooks{
+		AfterCheck: func(ctx context.Context, key string, cost int, d flux.Decision, latency time.Duration) {
+			record(ctx, key, cost, d, nil, latency)
+		},
+		OnError: func(ctx context.Context, key string, cost int, err error, latency time.Duration) {
+			record(ctx, key, cost, flux.Decision{}, err, latency)
+		},
+	}
+}
+
+// CheckMiddleware returns a flux.Middleware that records each single check
+// of the limiter named limiter as a span "ratelimit.check", inside a trace
+// already being recorded. It returns nil when t is nil.
+//
+// Deprecated: use CheckHooks with flux.WithHooks: flux.Middleware is
+// deprecated, and skipped batches and async checks.
 func (t *Tracer) CheckMiddleware(limiter string) flux.Middleware {
 	if t == nil {
 		return nil

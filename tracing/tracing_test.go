@@ -90,8 +90,8 @@ func TestOffCostsNothing(t *testing.T) {
 	if len(msg.Header) != 0 {
 		t.Fatalf("headers injected with tracing off: %v", msg.Header)
 	}
-	if tr.CheckMiddleware("api") != nil {
-		t.Fatal("middleware with tracing off")
+	if h := tr.CheckHooks("api"); h.AfterCheck != nil || h.OnError != nil {
+		t.Fatal("hooks with tracing off")
 	}
 }
 
@@ -278,12 +278,22 @@ func TestHeaderCarrierIgnoresCase(t *testing.T) {
 	}
 }
 
-// CheckMiddleware adds a child span only inside a recording trace.
-func TestCheckMiddleware(t *testing.T) {
+// CheckHooks (and the deprecated CheckMiddleware) add a child span only
+// inside a recording trace.
+func TestCheckHooks(t *testing.T) {
+	t.Run("hooks", func(t *testing.T) {
+		testCheckSpans(t, func(tr *tracing.Tracer) flux.Option { return flux.WithHooks(tr.CheckHooks("api")) })
+	})
+	t.Run("middleware", func(t *testing.T) {
+		//lint:ignore SA1019 the deprecated middleware must keep working
+		testCheckSpans(t, func(tr *tracing.Tracer) flux.Option { return flux.WithMiddleware(tr.CheckMiddleware("api")) })
+	})
+}
+
+func testCheckSpans(t *testing.T, opt func(*tracing.Tracer) flux.Option) {
 	tp, rec := recorder(t, sdktrace.ParentBased(sdktrace.NeverSample()))
 	tr := tracing.New(tp)
-	l, err := flux.New(flux.Limit{Rate: 1}, flux.WithClock(clock.NewManual(time.Unix(0, 0))),
-		flux.WithMiddleware(tr.CheckMiddleware("api")))
+	l, err := flux.New(flux.Limit{Rate: 1}, flux.WithClock(clock.NewManual(time.Unix(0, 0))), opt(tr))
 	if err != nil {
 		t.Fatal(err)
 	}

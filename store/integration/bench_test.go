@@ -134,7 +134,7 @@ func BenchmarkWrite(b *testing.B) {
 			b.Run(bk.name+"/"+write, func(b *testing.B) {
 				st := bk.open(b, "", clock.NewSystem())
 				l, err := flux.New(lim, flux.WithStore(flux.StoreConfig{
-					Store: st, Limiter: "bench-" + write, Through: write == "through", Timeout: 5 * time.Second,
+					Store: st, Limiter: "bench-" + write, Mode: writeMode(write == "through"), Timeout: 5 * time.Second,
 				}))
 				if err != nil {
 					b.Fatal(err)
@@ -146,7 +146,7 @@ func BenchmarkWrite(b *testing.B) {
 					rdb = redisAdmin(b)
 				}
 				run(b, rdb, func(ctx context.Context, key string) error { _, err := l.Check(ctx, key); return err })
-				if s := l.StoreStats(); s.LoadErrors+s.SaveErrors+s.Fallbacks > 0 {
+				if s := storeTotals(l); s.LoadErrors+s.SaveErrors+s.Fallbacks > 0 {
 					b.Fatalf("store failures during the benchmark: %+v", s)
 				}
 			})
@@ -204,14 +204,14 @@ func baselineCheck(ctx context.Context, rdb *redis.Client, key string) error {
 func BenchmarkAtomic(b *testing.B) {
 	lim := flux.Limit{Rate: 1000, Burst: 99}
 	atomicLimiter := func(b *testing.B, st store.Store) *flux.Limiter {
-		l, err := flux.New(lim, flux.WithAtomicStore(flux.AtomicStoreConfig{
-			Store: st.(store.AtomicGCRA), Limiter: "bench", Timeout: 5 * time.Second,
+		l, err := flux.New(lim, flux.WithStore(flux.StoreConfig{
+			Store: st, Limiter: "bench", Mode: flux.StoreAtomic, Timeout: 5 * time.Second,
 		}))
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() {
-			if s := l.StoreStats(); s.LoadErrors+s.Fallbacks > 0 {
+			if s := storeTotals(l); s.LoadErrors+s.Fallbacks > 0 {
 				b.Errorf("store failures during the benchmark: %+v", s)
 			}
 			l.Close()

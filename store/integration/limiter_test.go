@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxlimiter/flux/failure"
+
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/clock"
 	"github.com/fluxlimiter/flux/internal/faultproxy"
-	"github.com/fluxlimiter/flux/store"
 )
 
 func newLimiter(t *testing.T, lim flux.Limit, opts ...flux.Option) *flux.Limiter {
@@ -37,7 +38,7 @@ func TestConcurrencyMatchesMemory(t *testing.T) {
 				clk := clock.NewManual(t0)
 				st := b.open(t, "", clk)
 				lim := flux.Limit{Rate: 10, Burst: 19}
-				cfg := flux.StoreConfig{Store: st, Limiter: fmt.Sprint("conc-", through), Through: through, FlushEvery: 10 * time.Millisecond, Timeout: 5 * time.Second}
+				cfg := flux.StoreConfig{Store: st, Limiter: fmt.Sprint("conc-", through), Mode: writeMode(through), FlushEvery: 10 * time.Millisecond, Timeout: 5 * time.Second}
 				l := newLimiter(t, lim, flux.WithClock(clk), flux.WithShards(4), flux.WithStore(cfg))
 				mem := newLimiter(t, lim, flux.WithClock(clk))
 				const keys, goroutines = 150, 12
@@ -93,7 +94,7 @@ func TestConcurrencyMatchesMemory(t *testing.T) {
 					}
 					clk.Advance(700 * time.Millisecond)
 				}
-				if s := l.StoreStats(); s.LoadErrors != 0 || s.SaveErrors != 0 || s.Fallbacks != 0 || s.Loads == 0 {
+				if s := storeTotals(l); s.LoadErrors != 0 || s.SaveErrors != 0 || s.Fallbacks != 0 || s.Loads == 0 {
 					t.Fatalf("store stats %+v", s)
 				}
 				l.Close()
@@ -123,16 +124,16 @@ func TestStoreDown(t *testing.T) {
 	const slack = 400 * time.Millisecond // -race on a shared, loaded machine
 	each(t, func(t *testing.T, b backend) {
 		for _, tc := range []struct {
-			policy  flux.StoreFailure
+			policy  failure.Policy
 			through bool
 			cut     string
 		}{
-			{flux.StoreFailLocal, false, "hang"},
-			{flux.StoreFailLocal, true, "refuse"},
-			{flux.StoreFailOpen, false, "refuse"},
-			{flux.StoreFailOpen, true, "hang"},
-			{flux.StoreFailClosed, false, "hang"},
-			{flux.StoreFailClosed, true, "refuse"},
+			{failure.Local, false, "hang"},
+			{failure.Local, true, "refuse"},
+			{failure.Open, false, "refuse"},
+			{failure.Open, true, "hang"},
+			{failure.Closed, false, "hang"},
+			{failure.Closed, true, "refuse"},
 		} {
 			t.Run(fmt.Sprintf("%v/through=%v/%s", tc.policy, tc.through, tc.cut), func(t *testing.T) {
 				clk := clock.NewManual(t0)
@@ -141,7 +142,7 @@ func TestStoreDown(t *testing.T) {
 				direct := b.open(t, "", clk)
 				ns := "down-" + tc.policy.String() + fmt.Sprint(tc.through)
 				l := newLimiter(t, flux.Limit{Rate: 1, Burst: 4}, flux.WithClock(clk), flux.WithShards(2), flux.WithStore(flux.StoreConfig{
-					Store: st, Limiter: ns, Through: tc.through, FlushEvery: 20 * time.Millisecond,
+					Store: st, Limiter: ns, Mode: writeMode(tc.through), FlushEvery: 20 * time.Millisecond,
 					Timeout: timeout, OnFailure: tc.policy, RetryAfter: 7 * time.Second,
 				}))
 				timed := func(key string, cost int) flux.Decision {
@@ -169,15 +170,15 @@ func TestStoreDown(t *testing.T) {
 				spent := timed("spent", 1)
 				known := timed("known", 1)
 				switch tc.policy {
-				case flux.StoreFailOpen:
+				case failure.Open:
 					if !unknown.Allowed {
 						t.Fatalf("open: a key that could not load was denied: %+v", unknown)
 					}
-				case flux.StoreFailClosed:
+				case failure.Closed:
 					if unknown.Allowed || unknown.RetryAfter != 7*time.Second {
 						t.Fatalf("closed: a key that could not load: %+v", unknown)
 					}
-				case flux.StoreFailLocal:
+				case failure.Local:
 					if unknown.Allowed || unknown.RetryAfter != 7*time.Second {
 						t.Fatalf("local: a key never loaded was admitted: %+v", unknown)
 					}
@@ -187,13 +188,13 @@ func TestStoreDown(t *testing.T) {
 				}
 				// Write-through under closed refuses what it cannot save;
 				// otherwise a loaded key is decided from memory.
-				if want := !(tc.through && tc.policy == flux.StoreFailClosed); known.Allowed != want {
+				if want := !(tc.through && tc.policy == failure.Closed); known.Allowed != want {
 					t.Fatalf("known key with the store down: %+v; want allowed=%v", known, want)
 				}
 				for range 10 {
 					timed(fmt.Sprint("more", rand.IntN(1000)), 1)
 				}
-				if s := l.StoreStats(); s.Fallbacks == 0 || s.LoadErrors+s.SaveErrors == 0 {
+				if s := storeTotals(l); s.Fallbacks == 0 || s.LoadErrors+s.SaveErrors == 0 {
 					t.Fatalf("store down but stats %+v", s)
 				}
 				proxy.Restore()
@@ -207,7 +208,7 @@ func TestStoreDown(t *testing.T) {
 						break
 					}
 					if time.Now().After(deadline) {
-						t.Fatalf("no admission once the store was back: stats %+v", l.StoreStats())
+						t.Fatalf("no admission once the store was back: stats %+v", storeTotals(l))
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
@@ -224,7 +225,7 @@ func TestStoreDown(t *testing.T) {
 						}
 					}
 					if time.Now().After(deadline) {
-						t.Fatalf("saving did not resume once the store was back: %+v %v %v; stats %+v", e, found, err, l.StoreStats())
+						t.Fatalf("saving did not resume once the store was back: %+v %v %v; stats %+v", e, found, err, storeTotals(l))
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
@@ -243,8 +244,8 @@ func TestAtomicSharedExact(t *testing.T) {
 		lim := flux.Limit{Rate: 5, Burst: 9}
 		ls := make([]*flux.Limiter, 2)
 		for i := range ls {
-			ls[i] = newLimiter(t, lim, flux.WithClock(clk), flux.WithAtomicStore(flux.AtomicStoreConfig{
-				Store: b.open(t, "", clk).(store.AtomicGCRA), Limiter: "shared", Timeout: 5 * time.Second,
+			ls[i] = newLimiter(t, lim, flux.WithClock(clk), flux.WithStore(flux.StoreConfig{
+				Store: b.open(t, "", clk), Limiter: "shared", Mode: flux.StoreAtomic, Timeout: 5 * time.Second,
 			}))
 		}
 		g, err := algorithm.NewGCRA(lim.Rate, lim.Burst)
@@ -329,9 +330,32 @@ func TestAtomicSharedExact(t *testing.T) {
 			clk.Advance(time.Duration(rng.IntN(1500)) * time.Millisecond)
 		}
 		for _, l := range ls {
-			if s := l.StoreStats(); s.LoadErrors != 0 || s.Fallbacks != 0 {
+			if s := storeTotals(l); s.LoadErrors != 0 || s.Fallbacks != 0 {
 				t.Fatalf("store stats %+v", s)
 			}
 		}
 	})
+}
+
+// writeMode is the store mode of a write-through or write-behind test.
+func writeMode(through bool) flux.StoreMode {
+	if through {
+		return flux.StoreWriteThrough
+	}
+	return flux.StoreWriteBehind
+}
+
+// storeTotals adds up the limiter's store counters over its shards.
+func storeTotals(l *flux.Limiter) flux.Stats {
+	var t flux.Stats
+	for _, s := range l.Stats() {
+		t.Loads += s.Loads
+		t.LoadErrors += s.LoadErrors
+		t.Saves += s.Saves
+		t.SaveErrors += s.SaveErrors
+		t.Fallbacks += s.Fallbacks
+		t.Foreign += s.Foreign
+		t.Dirty += s.Dirty
+	}
+	return t
 }

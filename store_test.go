@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/memstore"
 )
@@ -158,10 +159,10 @@ func TestStoreFailurePolicies(t *testing.T) {
 		through bool
 		allowed bool
 	}{
-		{flux.StoreFailLocal, false, false},
-		{flux.StoreFailOpen, false, true},
-		{flux.StoreFailClosed, false, false},
-		{flux.StoreFailClosed, true, false},
+		{failure.Local, false, false},
+		{failure.Open, false, true},
+		{failure.Closed, false, false},
+		{failure.Closed, true, false},
 	} {
 		t.Run(fmt.Sprintf("%v/through=%v", tc.policy, tc.through), func(t *testing.T) {
 			clk := clock.NewManual(t0)
@@ -178,7 +179,7 @@ func TestStoreFailurePolicies(t *testing.T) {
 				t.Fatalf("unknown key with the store down: %+v; want allowed=%v", d, tc.allowed)
 			}
 			dk := check(t, l, "known", 1)
-			wantKnown := !(tc.policy == flux.StoreFailClosed && tc.through)
+			wantKnown := !(tc.policy == failure.Closed && tc.through)
 			if dk.Allowed != wantKnown {
 				t.Fatalf("known key with the store down: %+v; want allowed=%v", dk, wantKnown)
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/store"
 	"github.com/fluxlimiter/flux/store/memstore"
 )
@@ -39,16 +40,16 @@ func TestAtomicStoreOptions(t *testing.T) {
 		opts []flux.Option
 		want error
 	}{
-		{"no store", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Limiter: "a"})}, flux.ErrInvalidOption},
-		{"no name", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st})}, flux.ErrInvalidOption},
-		{"negative timeout", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a", Timeout: -1})}, flux.ErrInvalidOption},
-		{"bad policy", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a", OnFailure: 9})}, flux.ErrInvalidOption},
-		{"token bucket", flux.Limit{Algorithm: flux.TokenBucket, Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a"})}, flux.ErrInvalidOption},
-		{"fixed window", flux.Limit{Algorithm: flux.FixedWindow, Limit: 5, Window: time.Second}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a"})}, flux.ErrInvalidOption},
+		{"no store", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Limiter: "a"})}, flux.ErrInvalidArgument},
+		{"no name", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st})}, flux.ErrInvalidArgument},
+		{"negative timeout", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a", Timeout: -1})}, flux.ErrInvalidArgument},
+		{"bad policy", flux.Limit{Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a", OnFailure: 9})}, flux.ErrInvalidArgument},
+		{"token bucket", flux.Limit{Algorithm: flux.TokenBucket, Rate: 1}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a"})}, flux.ErrInvalidArgument},
+		{"fixed window", flux.Limit{Algorithm: flux.FixedWindow, Requests: 5, Window: time.Second}, []flux.Option{flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a"})}, flux.ErrInvalidArgument},
 		{"both stores", flux.Limit{Rate: 1}, []flux.Option{
 			flux.WithAtomicStore(flux.AtomicStoreConfig{Store: st, Limiter: "a"}),
 			flux.WithStore(flux.StoreConfig{Store: st, Limiter: "a"}),
-		}, flux.ErrInvalidOption},
+		}, flux.ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := flux.New(tc.lim, tc.opts...)
@@ -102,7 +103,8 @@ func TestAtomicStoreMatchesGCRA(t *testing.T) {
 			reqs := make([]flux.Request, 1+rng.IntN(6))
 			want := make([]flux.Decision, len(reqs))
 			for j := range reqs {
-				reqs[j] = flux.Request{Key: keys[rng.IntN(len(keys))], Cost: rng.IntN(3)}
+				c := rng.IntN(3)
+				reqs[j] = flux.Request{Key: keys[rng.IntN(len(keys))], Cost: c, Peek: c == 0}
 				want[j] = step(reqs[j].Key, reqs[j].Cost)
 			}
 			out := make([]flux.Decision, len(reqs))
@@ -210,9 +212,9 @@ func TestAtomicStoreFailurePolicies(t *testing.T) {
 		policy flux.StoreFailure
 		hang   bool
 	}{
-		{flux.StoreFailLocal, false}, {flux.StoreFailLocal, true},
-		{flux.StoreFailOpen, false}, {flux.StoreFailOpen, true},
-		{flux.StoreFailClosed, false}, {flux.StoreFailClosed, true},
+		{failure.Local, false}, {failure.Local, true},
+		{failure.Open, false}, {failure.Open, true},
+		{failure.Closed, false}, {failure.Closed, true},
 	} {
 		t.Run(fmt.Sprintf("%v/hang=%v", tc.policy, tc.hang), func(t *testing.T) {
 			clk := clock.NewManual(t0)
@@ -241,15 +243,15 @@ func TestAtomicStoreFailurePolicies(t *testing.T) {
 				t.Fatalf("decisions with the store down took %v", el)
 			}
 			switch tc.policy {
-			case flux.StoreFailOpen:
+			case failure.Open:
 				if !unknown.Allowed || !spent.Allowed || !light.Allowed || !out[0].Allowed || !out[1].Allowed {
 					t.Fatalf("open: %+v %+v %+v %+v", unknown, spent, light, out)
 				}
-			case flux.StoreFailClosed:
+			case failure.Closed:
 				if unknown.Allowed || spent.Allowed || light.Allowed || out[0].Allowed || out[1].Allowed || unknown.RetryAfter != 3*time.Second {
 					t.Fatalf("closed: %+v %+v %+v %+v", unknown, spent, light, out)
 				}
-			case flux.StoreFailLocal:
+			case failure.Local:
 				if unknown.Allowed || unknown.RetryAfter != 3*time.Second || out[0].Allowed {
 					t.Fatalf("local: a key never checked was admitted: %+v %+v", unknown, out[0])
 				}
@@ -289,7 +291,7 @@ func TestAtomicStoreClose(t *testing.T) {
 	st := &hangingStore{Store: memstore.New(memstore.Options{Clock: clk})}
 	st.hang.Store(true)
 	l, err := flux.New(flux.Limit{Rate: 1}, flux.WithClock(clk), flux.WithAtomicStore(flux.AtomicStoreConfig{
-		Store: st, Limiter: "api", Timeout: 50 * time.Millisecond, OnFailure: flux.StoreFailOpen,
+		Store: st, Limiter: "api", Timeout: 50 * time.Millisecond, OnFailure: failure.Open,
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +396,7 @@ func TestAtomicStoreCombined(t *testing.T) {
 
 	// Too slow: every check is answered by the policy within about the
 	// timeout, queued ones included.
-	slow := atomicLimiter(t, clk, st, lim, flux.AtomicStoreConfig{Timeout: 30 * time.Millisecond, OnFailure: flux.StoreFailOpen})
+	slow := atomicLimiter(t, clk, st, lim, flux.AtomicStoreConfig{Timeout: 30 * time.Millisecond, OnFailure: failure.Open})
 	st.slow.Store(int64(time.Second))
 	start := time.Now()
 	var late atomic.Int64

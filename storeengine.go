@@ -10,92 +10,20 @@ import (
 
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/internal/errs"
 	"github.com/fluxlimiter/flux/shard"
 	"github.com/fluxlimiter/flux/store"
 )
 
-// AtomicStoreConfig connects a Limiter to a store that decides every check
-// itself (WithAtomicStore).
-type AtomicStoreConfig struct {
-	// Store runs the GCRA step inside the store: redisstore (one Lua
-	// script), pgstore (one SQL statement), natskv (compare-and-set) or
-	// memstore. A store that also implements store.AtomicGCRABatch decides
-	// a batch in about one round trip.
-	Store store.AtomicGCRA
-	// Limiter is the namespace of this limiter's keys in the store. Every
-	// process using the same store, namespace and limit shares one exact
-	// limit.
-	Limiter string
-	// Timeout bounds the store calls a decision waits for
-	// (shard.DefaultStoreTimeout, 50 ms, if zero). A batch shares one
-	// Timeout.
-	Timeout time.Duration
-	// OnFailure is the policy when the store fails or does not answer in
-	// time: StoreFailLocal (the default) decides from the limiter's memory,
-	// which mirrors what the store answered for each key it checked, and
-	// denies keys it has not checked since it started (or has forgotten
-	// because they were idle); StoreFailOpen admits; StoreFailClosed
-	// denies.
-	OnFailure StoreFailure
-	// RetryAfter is what a denial caused by the store reports
-	// (shard.DefaultStoreRetryAfter, 1 s, if zero).
-	RetryAfter time.Duration
-	// Backoff is how long checks take the failure policy at once after a
-	// store failure, before the store is tried again
-	// (shard.DefaultFlushEvery, 100 ms, if zero).
-	Backoff time.Duration
-}
-
-// WithAtomicStore makes the store decide every check, so that several
-// limiters (in several processes) sharing the store and the namespace
-// enforce one exact limit together. It supports GCRA only: New fails with
-// ErrInvalidOption for another algorithm, and SetLimit with
-// ErrAlgorithmChange.
-//
-// Each check is a store round trip made from the caller's goroutine (a
-// CheckAsync from a goroutine of the limiter's), never from a shard. When
-// the store implements store.AtomicGCRABatch, a batch is one pipeline, and
-// concurrent single checks are combined into pipelines too (combine.go);
-// otherwise a batch is sent as concurrent calls, the requests for one key
-// in order.
-// The limiter's shards only hold the local fallback: what the store
-// answered, mirrored for StoreFailLocal. So Len and ShardStats describe
-// that mirror; Cleanup cleans it; StoreStats counts each store check as a
-// load (LoadErrors: checks that failed or timed out; Fallbacks: requests
-// decided by the policy). The state lives in the store: Apply (cluster
-// gossip), Snapshot and Restore have nothing to do and return at once.
-// Admissions decided by the failure policy while the store is down are not
-// written to it afterwards.
-//
-// WithAtomicStore and WithStore are exclusive.
-func WithAtomicStore(cfg AtomicStoreConfig) Option {
-	return func(o *options) {
-		switch {
-		case cfg.Store == nil:
-			o.err = fmt.Errorf("%w: WithAtomicStore without a store", ErrInvalidOption)
-		case cfg.Limiter == "":
-			o.err = fmt.Errorf("%w: WithAtomicStore needs the limiter's name (its namespace in the store)", ErrInvalidOption)
-		case cfg.Timeout < 0 || cfg.RetryAfter < 0 || cfg.Backoff < 0:
-			o.err = fmt.Errorf("%w: negative store interval", ErrInvalidOption)
-		case cfg.OnFailure > StoreFailClosed:
-			o.err = fmt.Errorf("%w: unknown store failure policy %d", ErrInvalidOption, cfg.OnFailure)
-		}
-		o.atomic = &cfg
-	}
-}
-
 // startEngine starts the limiter's engine: the shards, and with
-// WithAtomicStore the atomic engine over them.
+// StoreAtomic the engine that lets the store decide, over them.
 func startEngine(limit Limit, start func(options) engine, o options) (engine, error) {
 	if o.atomic == nil {
 		return start(o), nil
 	}
-	if o.persist != nil {
-		return nil, fmt.Errorf("%w: WithStore and WithAtomicStore are exclusive", ErrInvalidOption)
-	}
 	if a := limit.algorithm(); a != GCRA {
-		return nil, fmt.Errorf("%w: WithAtomicStore supports gcra, not %s", ErrInvalidOption, a)
+		return nil, fmt.Errorf("%w: StoreAtomic supports gcra, not %s", ErrInvalidOption, a)
 	}
 	g, err := compileGCRA(limit)
 	if err != nil {
@@ -110,7 +38,7 @@ type atomicEngine struct {
 	batcher store.AtomicGCRABatch // nil if the store has none
 	name    string
 	timeout time.Duration
-	policy  shard.Failure
+	policy  failure.Policy
 	retry   time.Duration
 	backoff int64
 	clk     clock.Clock
@@ -119,9 +47,12 @@ type atomicEngine struct {
 
 	downAt atomic.Int64 // clock time of the last store failure; 0 when up
 
-	checks, checkErrs, fallbacks atomic.Uint64
+	// counts holds the store counters of each local shard, by the shard
+	// of the key they are about, so that Stats reports them per shard as
+	// the other stores' are.
+	counts []storeCounts
 
-	comb combiner // single checks pipelined together (combine.go)
+	comb combiner // single checks pipelined together (storecombine.go)
 
 	mirrors  chan mirrorItem // to mirrorLoop (StoreFailLocal only)
 	quit     chan struct{}   // stops mirrorLoop
@@ -132,6 +63,14 @@ type atomicEngine struct {
 	async   sync.WaitGroup
 	done    chan struct{} // closed once stopped
 }
+
+// storeCounts are the store counters of one local shard's keys.
+type storeCounts struct {
+	checks, checkErrs, fallbacks atomic.Uint64
+}
+
+// count returns the counters of key's shard.
+func (e *atomicEngine) count(key string) *storeCounts { return &e.counts[e.local.index(key)] }
 
 // mirrorItem is a key's TAT as the store answered it, or a barrier that
 // mirrorLoop closes once everything sent before it is recorded.
@@ -169,11 +108,12 @@ func newAtomicEngine(g algorithm.GCRA, local *group[int64], cfg AtomicStoreConfi
 		backoff: int64(cfg.Backoff),
 		clk:     clk,
 		local:   local,
+		counts:  make([]storeCounts, len(local.shards)),
 		done:    make(chan struct{}),
 	}
 	e.batcher, _ = cfg.Store.(store.AtomicGCRABatch)
 	e.gcra.Store(&g)
-	if e.policy == shard.FailLocal {
+	if e.policy == failure.Local {
 		e.mirrors, e.quit = make(chan mirrorItem, mirrorQueue), make(chan struct{})
 		e.mirrorWG.Go(e.mirrorLoop)
 	}
@@ -204,8 +144,8 @@ func (e *atomicEngine) up() {
 }
 
 // failed records a store failure at now.
-func (e *atomicEngine) failed(now int64) {
-	e.checkErrs.Add(1)
+func (e *atomicEngine) failed(now int64, key string) {
+	e.count(key).checkErrs.Add(1)
 	e.downAt.Store(max(now, 1))
 }
 
@@ -234,7 +174,7 @@ func (e *atomicEngine) decide(ctx context.Context, key string, cost, now int64) 
 	if e.down(now) {
 		return e.fallback(ctx, key, cost, g)
 	}
-	e.checks.Add(1)
+	e.count(key).checks.Add(1)
 	var d Decision
 	var err error
 	at := now
@@ -247,7 +187,7 @@ func (e *atomicEngine) decide(ctx context.Context, key string, cost, now int64) 
 	}
 	if err == nil {
 		e.up()
-		if e.policy == shard.FailLocal {
+		if e.policy == failure.Local {
 			e.mirror(key, d, at)
 		}
 		return d, nil
@@ -255,7 +195,7 @@ func (e *atomicEngine) decide(ctx context.Context, key string, cost, now int64) 
 	if callerError(ctx, err) {
 		return Decision{}, err
 	}
-	e.failed(now)
+	e.failed(now, key)
 	return e.fallback(ctx, key, cost, g)
 }
 
@@ -354,13 +294,13 @@ const (
 
 // fallback decides a request the store could not, by the failure policy.
 func (e *atomicEngine) fallback(ctx context.Context, key string, cost int64, g algorithm.GCRA) (Decision, error) {
-	e.fallbacks.Add(1)
+	e.count(key).fallbacks.Add(1)
 	capacity := int(g.Capacity())
 	deny := Decision{Limit: capacity, RetryAfter: e.retry}
 	switch e.policy {
-	case shard.FailOpen:
+	case failure.Open:
 		return Decision{Allowed: true, Limit: capacity, Remaining: capacity - 1}, nil
-	case shard.FailClosed:
+	case failure.Closed:
 		return deny, nil
 	}
 	e.syncMirror(ctx)
@@ -434,12 +374,13 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 		b.Errs[i] = err
 	}
 	todo := make([]int, 0, len(reqs)) // items for the store
-	for i, r := range reqs {
-		switch {
-		case int64(r.Cost) > g.Capacity():
-			itemErr(i, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, r.Cost, g.Capacity()))
+	for i := range reqs {
+		r := &reqs[i]
+		switch cost := int64(r.cost()); {
+		case cost > g.Capacity():
+			itemErr(i, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, g.Capacity()))
 		case e.down(now):
-			b.Out[i], err = e.fallback(ctx, r.Key, int64(r.Cost), g)
+			b.Out[i], err = e.fallback(ctx, r.Key, cost, g)
 			if err != nil {
 				itemErr(i, err)
 			}
@@ -450,7 +391,9 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 	if len(todo) == 0 {
 		return
 	}
-	e.checks.Add(uint64(len(todo)))
+	for _, i := range todo {
+		e.count(reqs[i].Key).checks.Add(1)
+	}
 	bctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	failed := make([]error, len(reqs)) // store errors, by item
@@ -460,7 +403,7 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 		out := make([]Decision, len(todo))
 		ierrs := make([]error, len(todo))
 		for j, i := range todo {
-			keys[j], costs[j] = reqs[i].Key, int64(reqs[i].Cost)
+			keys[j], costs[j] = reqs[i].Key, int64(reqs[i].cost())
 		}
 		err := e.batcher.CheckGCRABatch(bctx, e.name, g, now, keys, costs, out, ierrs)
 		for j, i := range todo {
@@ -482,7 +425,7 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 		switch {
 		case err == nil:
 			ok = true
-			if e.policy == shard.FailLocal {
+			if e.policy == failure.Local {
 				e.mirror(reqs[i].Key, b.Out[i], now)
 			}
 			continue
@@ -490,8 +433,8 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 			itemErr(i, err)
 			continue
 		}
-		e.failed(now)
-		d, ferr := e.fallback(ctx, reqs[i].Key, int64(reqs[i].Cost), g)
+		e.failed(now, reqs[i].Key)
+		d, ferr := e.fallback(ctx, reqs[i].Key, int64(reqs[i].cost()), g)
 		b.Out[i] = d
 		if ferr != nil {
 			itemErr(i, ferr)
@@ -517,7 +460,7 @@ func (e *atomicEngine) parallel(ctx context.Context, reqs []Request, todo []int,
 	}
 	run := func(chain []int) {
 		for _, i := range chain {
-			out[i], failed[i] = e.st.CheckGCRA(ctx, e.name, reqs[i].Key, g, now, int64(reqs[i].Cost))
+			out[i], failed[i] = e.st.CheckGCRA(ctx, e.name, reqs[i].Key, g, now, int64(reqs[i].cost()))
 		}
 	}
 	if len(order) == 1 {
@@ -596,7 +539,12 @@ func (e *atomicEngine) len() int             { return e.local.len() }
 func (e *atomicEngine) stats() []shard.Stats { return e.local.stats() }
 
 func (e *atomicEngine) storeStats() []shard.StoreStats {
-	return []shard.StoreStats{{Loads: e.checks.Load(), LoadErrors: e.checkErrs.Load(), Fallbacks: e.fallbacks.Load()}}
+	out := make([]shard.StoreStats, len(e.counts))
+	for i := range e.counts {
+		c := &e.counts[i]
+		out[i] = shard.StoreStats{Loads: c.checks.Load(), LoadErrors: c.checkErrs.Load(), Fallbacks: c.fallbacks.Load()}
+	}
+	return out
 }
 
 // stop waits for the checks in flight (each bounded by the timeout), then
