@@ -142,8 +142,9 @@ type Node struct {
 	st *nodeStore  // the store (store.go); nil: memory
 }
 
-// New validates cfg and creates the node's limiters and metrics. Nothing
-// listens until Start. logger may be nil (no logs); opts add what a config
+// New validates cfg and creates the node's limiters and metrics (a node
+// with a store makes its limiters in Start, once the store is connected,
+// so that they use what the store can do). Nothing listens until Start. logger may be nil (no logs); opts add what a config
 // cannot hold (WithTracerProvider). Call Shutdown to release the limiters
 // even if Start is never called.
 func New(cfg Config, logger *slog.Logger, opts ...Option) (*Node, error) {
@@ -182,22 +183,37 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Node, error) {
 	n.obs = observer{met}
 	n.replies = newReplyRule(cfg.ReplyPrefixes)
 	n.st = newNodeStore(cfg)
+	if n.st != nil {
+		// Made by Start, once the store is connected.
+		n.limiters.Store(&limiterSet{byName: map[string]*limiterEntry{}})
+		return n, nil
+	}
+	if err := n.buildLimiters(cfg); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// buildLimiters makes the configured limiters and publishes them.
+func (n *Node) buildLimiters(cfg Config) error {
 	set := &limiterSet{byName: make(map[string]*limiterEntry, len(cfg.Limiters))}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Limiters)) {
 		e, err := n.newEntry(name, cfg.Limiters[name])
 		if err != nil {
 			set.closeAll()
-			return nil, err
+			return err
 		}
 		set.byName[name] = e
 		n.met.Track(name, e.lim)
 	}
 	set.encodeInfo()
 	n.limiters.Store(set)
-	return n, nil
+	return nil
 }
 
-// Limiter returns the limiter of that name, as currently configured.
+// Limiter returns the limiter of that name, as currently configured. A
+// node with a store makes its limiters when Start has connected the store:
+// before, it has none.
 func (n *Node) Limiter(name string) (*flux.Limiter, bool) {
 	e := n.limiters.Load().byName[name]
 	if e == nil {
@@ -263,6 +279,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if err := n.connectStore(ctx, cfg); err != nil {
 		return err
+	}
+	if n.st != nil {
+		if err := n.buildLimiters(cfg); err != nil {
+			return err
+		}
 	}
 	if err := n.startCluster(ctx, cfg, n.limiters.Load()); err != nil {
 		return err

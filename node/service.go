@@ -89,7 +89,11 @@ func (n *Node) newEntry(name string, lc LimiterConfig) (*limiterEntry, error) {
 	if n.cfg.MaxKeys > 0 {
 		opts = append(opts, flux.WithMaxKeys(n.cfg.MaxKeys))
 	}
-	opts = append(opts, n.storeOptions(name, lc)...)
+	sopts, err := n.storeOptions(name, lc)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, sopts...)
 	lim, err := flux.New(limit, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("limiter %q: %w", name, err)

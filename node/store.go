@@ -198,14 +198,13 @@ func (c Config) validateStore() []error {
 	return problems
 }
 
-// errStoreNotConnected is what the store answers before Start connected
-// it: the failure policy decides.
-var errStoreNotConnected = errors.New("flux-node: store not connected yet")
+// errStoreNotConnected: a limiter with a store cannot be made before
+// Start connects the store.
+var errStoreNotConnected = errors.New("flux-node: the store is not connected yet (Start connects it)")
 
-// nodeStore is the node's store. Limiters are made (by New) before the
-// store is connected (by Start, since nats-kv needs the node's NATS), so
-// each gets a limiterStore over this handle, which holds the store once
-// connected.
+// nodeStore is the node's store. It is connected by Start (nats-kv needs
+// the node's NATS) before the limiters that use it are made, so that each
+// limiter's view of it has the capabilities the backend has.
 type nodeStore struct {
 	kind string
 	cur  atomic.Pointer[storeBox]
@@ -233,24 +232,29 @@ func (h *nodeStore) get() (store.Store, error) {
 // storeOptions are the options connecting the limiter name to the node's
 // store (none without a store). Its namespace in the store is
 // "<name>/<algorithm>": a limiter whose algorithm changes starts afresh
-// (as on reload) instead of reading states it cannot decode.
-func (n *Node) storeOptions(name string, lc LimiterConfig) []flux.Option {
+// (as on reload) instead of reading states it cannot decode. The store
+// must be connected: the limiter's view of it has the capabilities the
+// backend has.
+func (n *Node) storeOptions(name string, lc LimiterConfig) ([]flux.Option, error) {
 	if n.st == nil {
-		return nil
+		return nil, nil
+	}
+	s, err := n.st.get()
+	if err != nil {
+		return nil, err
 	}
 	policy, _ := failurePolicy(lc.StoreFailure) // validated
 	ns := name + "/" + lc.AlgorithmName()
-	ls := &limiterStore{h: n.st, met: n.met, name: name}
+	ls := wrapStore(s, n.met, name)
 	cfg := n.cfg.StoreConfig
 	if lc.StoreMode == ModeAtomic {
-		var st store.Store = ls
-		if n.st.kind == "redis" {
-			st = &batchLimiterStore{ls}
+		if _, ok := ls.(store.AtomicGCRA); !ok {
+			return nil, fmt.Errorf("%w: limiter %q: store_mode atomic: the store %s cannot decide checks", ErrInvalidConfig, name, n.st.kind)
 		}
 		return []flux.Option{flux.WithStore(flux.StoreConfig{
-			Store: st, Limiter: ns, Mode: flux.StoreAtomic, Timeout: time.Duration(cfg.StoreTimeout), OnFailure: policy,
+			Store: ls, Limiter: ns, Mode: flux.StoreAtomic, Timeout: time.Duration(cfg.StoreTimeout), OnFailure: policy,
 			Backoff: time.Duration(cfg.FlushInterval),
-		})}
+		})}, nil
 	}
 	mode := flux.StoreWriteBehind
 	if cfg.StoreWrite == WriteThrough {
@@ -259,7 +263,7 @@ func (n *Node) storeOptions(name string, lc LimiterConfig) []flux.Option {
 	return []flux.Option{flux.WithStore(flux.StoreConfig{
 		Store: ls, Limiter: ns, Mode: mode,
 		FlushEvery: time.Duration(cfg.FlushInterval), Timeout: time.Duration(cfg.StoreTimeout), OnFailure: policy,
-	})}
+	})}, nil
 }
 
 // connectStore opens the configured store; Start calls it once NATS is
@@ -342,21 +346,76 @@ func (n *Node) closeStore() {
 	})
 }
 
-// limiterStore is one limiter's view of the node's store: it forwards to
-// the store once connected and counts every operation in
-// flux_store_operations_total and flux_store_duration_seconds under the
-// limiter's name.
+// limiterStore is one limiter's view of the node's connected store: it
+// counts every operation in flux_store_operations_total and
+// flux_store_duration_seconds under the limiter's name. Alone it is a
+// plain store.Store; wrapStore adds exactly the optional capabilities the
+// backend has, so the limiter finds by type assertion what the store can
+// do, never more.
 type limiterStore struct {
-	h    *nodeStore
+	s    store.Store
 	met  *metrics.Metrics
 	name string
 }
 
-var (
-	_ store.Store       = (*limiterStore)(nil)
-	_ store.BatchLoader = (*limiterStore)(nil)
-	_ store.AtomicGCRA  = (*limiterStore)(nil)
+// wrapStore returns limiter name's view of s, with s's capabilities among
+// store.BatchLoader, store.AtomicGCRA and store.AtomicGCRABatch.
+func wrapStore(s store.Store, met *metrics.Metrics, name string) store.Store {
+	ls := &limiterStore{s: s, met: met, name: name}
+	_, batch := s.(store.BatchLoader)
+	_, atomic := s.(store.AtomicGCRA)
+	_, pipelined := s.(store.AtomicGCRABatch)
+	switch {
+	case batch && atomic && pipelined:
+		return loaderPipelinedStore{ls}
+	case batch && atomic:
+		return loaderAtomicStore{ls}
+	case batch:
+		return loaderStore{ls}
+	case atomic && pipelined:
+		return pipelinedStore{ls}
+	case atomic:
+		return atomicStore{ls}
+	}
+	return ls
+}
+
+// The capability sets wrapStore picks from.
+type (
+	loaderStore          struct{ *limiterStore }
+	atomicStore          struct{ *limiterStore }
+	pipelinedStore       struct{ *limiterStore }
+	loaderAtomicStore    struct{ *limiterStore }
+	loaderPipelinedStore struct{ *limiterStore }
 )
+
+func (w loaderStore) LoadMany(ctx context.Context, limiter string, keys []string, out []store.Entry, found []bool) error {
+	return w.loadMany(ctx, limiter, keys, out, found)
+}
+func (w atomicStore) CheckGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error) {
+	return w.checkGCRA(ctx, limiter, key, g, now, cost)
+}
+func (w pipelinedStore) CheckGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error) {
+	return w.checkGCRA(ctx, limiter, key, g, now, cost)
+}
+func (w pipelinedStore) CheckGCRABatch(ctx context.Context, limiter string, g algorithm.GCRA, now int64, keys []string, costs []int64, out []algorithm.Decision, errs []error) error {
+	return w.checkGCRABatch(ctx, limiter, g, now, keys, costs, out, errs)
+}
+func (w loaderAtomicStore) LoadMany(ctx context.Context, limiter string, keys []string, out []store.Entry, found []bool) error {
+	return w.loadMany(ctx, limiter, keys, out, found)
+}
+func (w loaderAtomicStore) CheckGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error) {
+	return w.checkGCRA(ctx, limiter, key, g, now, cost)
+}
+func (w loaderPipelinedStore) LoadMany(ctx context.Context, limiter string, keys []string, out []store.Entry, found []bool) error {
+	return w.loadMany(ctx, limiter, keys, out, found)
+}
+func (w loaderPipelinedStore) CheckGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error) {
+	return w.checkGCRA(ctx, limiter, key, g, now, cost)
+}
+func (w loaderPipelinedStore) CheckGCRABatch(ctx context.Context, limiter string, g algorithm.GCRA, now int64, keys []string, costs []int64, out []algorithm.Decision, errs []error) error {
+	return w.checkGCRABatch(ctx, limiter, g, now, keys, costs, out, errs)
+}
 
 // observe records one operation that started at start.
 func (ls *limiterStore) observe(op string, start time.Time, found bool, err error) {
@@ -374,96 +433,50 @@ func (ls *limiterStore) observe(op string, start time.Time, found bool, err erro
 }
 
 func (ls *limiterStore) Load(ctx context.Context, limiter, key string) (store.Entry, bool, error) {
-	s, err := ls.h.get()
-	if err != nil {
-		return store.Entry{}, false, err
-	}
 	start := time.Now()
-	e, found, err := s.Load(ctx, limiter, key)
+	e, found, err := ls.s.Load(ctx, limiter, key)
 	ls.observe("load", start, found, err)
 	return e, found, err
 }
 
-func (ls *limiterStore) LoadMany(ctx context.Context, limiter string, keys []string, out []store.Entry, found []bool) error {
-	s, err := ls.h.get()
-	if err != nil {
-		return err
-	}
+func (ls *limiterStore) loadMany(ctx context.Context, limiter string, keys []string, out []store.Entry, found []bool) error {
 	start := time.Now()
-	if bl, ok := s.(store.BatchLoader); ok {
-		err = bl.LoadMany(ctx, limiter, keys, out, found)
-	} else {
-		for i, k := range keys {
-			if out[i], found[i], err = s.Load(ctx, limiter, k); err != nil {
-				break
-			}
-		}
-	}
+	err := ls.s.(store.BatchLoader).LoadMany(ctx, limiter, keys, out, found)
 	ls.observe("load", start, true, err)
 	return err
 }
 
 func (ls *limiterStore) Save(ctx context.Context, limiter string, entries []store.Entry) error {
-	s, err := ls.h.get()
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	err = s.Save(ctx, limiter, entries)
+	err := ls.s.Save(ctx, limiter, entries)
 	ls.observe("save", start, true, err)
 	return err
 }
 
 func (ls *limiterStore) Delete(ctx context.Context, limiter string, keys []string) error {
-	s, err := ls.h.get()
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	err = s.Delete(ctx, limiter, keys)
+	err := ls.s.Delete(ctx, limiter, keys)
 	ls.observe("delete", start, true, err)
 	return err
 }
 
-func (ls *limiterStore) CheckGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error) {
-	s, err := ls.h.get()
-	if err != nil {
-		return algorithm.Decision{}, err
-	}
-	a, ok := s.(store.AtomicGCRA)
-	if !ok {
-		return algorithm.Decision{}, fmt.Errorf("flux-node: the store has no atomic mode")
-	}
+func (ls *limiterStore) checkGCRA(ctx context.Context, limiter, key string, g algorithm.GCRA, now, cost int64) (algorithm.Decision, error) {
 	start := time.Now()
-	d, err := a.CheckGCRA(ctx, limiter, key, g, now, cost)
+	d, err := ls.s.(store.AtomicGCRA).CheckGCRA(ctx, limiter, key, g, now, cost)
 	ls.observe("check", start, true, err)
 	return d, err
+}
+
+func (ls *limiterStore) checkGCRABatch(ctx context.Context, limiter string, g algorithm.GCRA, now int64, keys []string, costs []int64, out []algorithm.Decision, errs []error) error {
+	start := time.Now()
+	err := ls.s.(store.AtomicGCRABatch).CheckGCRABatch(ctx, limiter, g, now, keys, costs, out, errs)
+	ls.observe("check", start, true, err)
+	return err
 }
 
 // Close does nothing: the node closes the store it shares among its
 // limiters (closeStore).
 func (ls *limiterStore) Close() error { return nil }
-
-// batchLimiterStore is a limiterStore over a store that pipelines batches
-// of atomic checks (Redis).
-type batchLimiterStore struct{ *limiterStore }
-
-var _ store.AtomicGCRABatch = (*batchLimiterStore)(nil)
-
-func (ls *batchLimiterStore) CheckGCRABatch(ctx context.Context, limiter string, g algorithm.GCRA, now int64, keys []string, costs []int64, out []algorithm.Decision, errs []error) error {
-	s, err := ls.h.get()
-	if err != nil {
-		return err
-	}
-	b, ok := s.(store.AtomicGCRABatch)
-	if !ok {
-		return fmt.Errorf("flux-node: the store cannot pipeline atomic checks")
-	}
-	start := time.Now()
-	err = b.CheckGCRABatch(ctx, limiter, g, now, keys, costs, out, errs)
-	ls.observe("check", start, true, err)
-	return err
-}
 
 // sameStoreSettings reports whether a limiter can keep running across a
 // reload: its store settings are fixed when it is made.

@@ -18,9 +18,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/internal/faultproxy"
 	"github.com/fluxlimiter/flux/internal/storeenv"
+	"github.com/fluxlimiter/flux/store"
+	"github.com/fluxlimiter/flux/store/memstore"
 )
 
 func init() { redis.SetLogger(quietRedis{}) } // cut connections make go-redis log every dial
@@ -432,5 +435,48 @@ func TestAtomicTwoNodes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// plainStore is a store.Store with no optional capability.
+type plainStore struct{ store.Store }
+
+// pipelined adds AtomicGCRABatch to a store that has the others.
+type pipelined struct{ *memstore.Store }
+
+func (pipelined) CheckGCRABatch(context.Context, string, algorithm.GCRA, int64, []string, []int64, []algorithm.Decision, []error) error {
+	return nil
+}
+
+// A limiter's view of the store claims exactly the capabilities the
+// backend has, whatever its name.
+func TestWrapStoreCapabilities(t *testing.T) {
+	mem := memstore.New(memstore.Options{})
+	defer mem.Close()
+	for _, c := range []struct {
+		name                       string
+		s                          store.Store
+		batch, atomic, pipelinedOK bool
+	}{
+		{"plain", plainStore{mem}, false, false, false},
+		{"memstore", mem, true, true, false},
+		{"pipelined", pipelined{mem}, true, true, true},
+	} {
+		w := wrapStore(c.s, nil, "api")
+		_, batch := w.(store.BatchLoader)
+		_, atomic := w.(store.AtomicGCRA)
+		_, pip := w.(store.AtomicGCRABatch)
+		if batch != c.batch || atomic != c.atomic || pip != c.pipelinedOK {
+			t.Errorf("%s: wrapper claims BatchLoader=%v AtomicGCRA=%v AtomicGCRABatch=%v, want %v %v %v",
+				c.name, batch, atomic, pip, c.batch, c.atomic, c.pipelinedOK)
+		}
+		// It forwards: a saved entry loads back.
+		ctx := t.Context()
+		if err := w.Save(ctx, "api/"+c.name, []store.Entry{{Key: "k", State: []byte{42}, IdleAt: store.NoExpiry}}); err != nil {
+			t.Fatal(err)
+		}
+		if e, found, err := w.Load(ctx, "api/"+c.name, "k"); err != nil || !found || string(e.State) != "\x2a" {
+			t.Fatalf("%s: Load = %+v, %v, %v", c.name, e, found, err)
+		}
 	}
 }
