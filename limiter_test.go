@@ -15,22 +15,15 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/internal/fluxtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var t0 = time.Unix(1_700_000_000, 0)
+var t0 = fluxtest.T0
 
-func newLimiter(t *testing.T, lim flux.Limit, opts ...flux.Option) (*flux.Limiter, *clock.Manual) {
-	t.Helper()
-	clk := clock.NewManual(t0)
-	l, err := flux.New(lim, append([]flux.Option{flux.WithClock(clk)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l, clk
-}
+// newLimiter is a limiter on a manual clock at t0, closed with the test.
+var newLimiter = fluxtest.New
 
 func check(t *testing.T, l *flux.Limiter, key string, n int) flux.Decision {
 	t.Helper()

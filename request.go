@@ -50,7 +50,7 @@ func (l *Limiter) validateRequest(r *Request) error {
 }
 
 // Update is an admission of Cost for Key decided elsewhere (by another
-// node) at At, in Unix nanoseconds. Apply adds it without deciding.
+// node) at At, in Unix nanoseconds. ApplyEach adds it without deciding.
 type Update struct {
 	Key  string
 	At   int64

@@ -36,7 +36,7 @@ const (
 	// order. The limiter's shards hold only the local fallback, a mirror
 	// of what the store answered (for failure.Local): Len and Stats describe
 	// that mirror and Cleanup cleans it, and Stats counts each store check
-	// as a load. Apply, Snapshot and Restore have nothing to do (the state
+	// as a load. ApplyEach, Snapshot and Restore have nothing to do (the state
 	// lives in the store) and return at once. Admissions decided by the
 	// failure policy while the store is down are not written to it
 	// afterwards.

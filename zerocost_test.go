@@ -1,7 +1,9 @@
 package flux_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/fluxlimiter/flux"
@@ -66,5 +68,20 @@ func TestBatchPeekIsExplicit(t *testing.T) {
 	}
 	if d := check(t, l, "k", 0); d.Remaining != 1 {
 		t.Fatalf("after the rejected batch: %+v; want 1 remaining (nothing applied)", d)
+	}
+}
+
+// Hooks see the cost a batch item is decided with: 1 for an unset Cost, 0
+// for a peek.
+func TestHooksSeeDecidedCost(t *testing.T) {
+	var costs []int
+	l, _ := newLimiter(t, flux.Limit{Rate: 1, Burst: 2}, flux.WithHooks(flux.Hooks{
+		BeforeCheck: func(_ context.Context, _ string, cost int) { costs = append(costs, cost) },
+	}))
+	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "k"}, {Key: "k", Peek: true}, {Key: "k", Cost: 2}}, make([]flux.Decision, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(costs) != "[1 0 2]" {
+		t.Fatalf("hooks saw costs %v; want [1 0 2]", costs)
 	}
 }

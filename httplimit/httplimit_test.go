@@ -25,6 +25,7 @@ import (
 	"github.com/fluxlimiter/flux/clock"
 	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/httplimit"
+	"github.com/fluxlimiter/flux/internal/fluxtest"
 	"github.com/fluxlimiter/flux/tracing"
 )
 
@@ -52,15 +53,11 @@ func (k *keyLog) take() []string {
 	return ks
 }
 
+// newLimiter is a two-shard limiter on a manual clock, closed with the
+// test.
 func newLimiter(t *testing.T, lim flux.Limit, opts ...flux.Option) (*flux.Limiter, *clock.Manual) {
 	t.Helper()
-	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-	l, err := flux.New(lim, append([]flux.Option{flux.WithClock(clk), flux.WithShards(2)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l, clk
+	return fluxtest.New(t, lim, append([]flux.Option{flux.WithShards(2)}, opts...)...)
 }
 
 // served counts the requests that reached the handler.

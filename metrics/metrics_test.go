@@ -20,7 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fluxlimiter/flux"
-	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/internal/fluxtest"
 	"github.com/fluxlimiter/flux/metrics"
 )
 
@@ -36,14 +36,11 @@ func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
 	return m, reg
 }
 
+// newLimiter is a two-shard limiter on a manual clock, closed with the
+// test.
 func newLimiter(t testing.TB, lim flux.Limit, opts ...flux.Option) *flux.Limiter {
 	t.Helper()
-	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-	l, err := flux.New(lim, append([]flux.Option{flux.WithClock(clk), flux.WithShards(2)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l, _ := fluxtest.New(t, lim, append([]flux.Option{flux.WithShards(2)}, opts...)...)
 	return l
 }
 

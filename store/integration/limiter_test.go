@@ -15,17 +15,11 @@ import (
 	"github.com/fluxlimiter/flux/algorithm"
 	"github.com/fluxlimiter/flux/clock"
 	"github.com/fluxlimiter/flux/internal/faultproxy"
+	"github.com/fluxlimiter/flux/internal/fluxtest"
 )
 
-func newLimiter(t *testing.T, lim flux.Limit, opts ...flux.Option) *flux.Limiter {
-	t.Helper()
-	l, err := flux.New(lim, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
+// newLimiter is a limiter closed with the test.
+var newLimiter = fluxtest.Start
 
 // Many goroutines on many keys through a real store decide exactly as an
 // in-memory limiter given the same requests, phase by phase; and after
