@@ -113,10 +113,10 @@ type Config struct {
 	// MaxPayload is the largest request body accepted, in bytes
 	// (--max-payload).
 	MaxPayload int `yaml:"max_payload"`
-	// Handlers is how many batches of requests the node decides in
-	// parallel (--handlers); 0 means 2×GOMAXPROCS, at least 4. Each of
-	// check and check_batch has 4 micro endpoints per handler, whose
-	// requests are coalesced into those batches (see pipeline.go).
+	// Handlers is how many workers answer each of check and check_batch
+	// in parallel (--handlers); 0 means 2×GOMAXPROCS, at least 4. A check
+	// worker decides every check waiting at its door together (see
+	// door.go).
 	Handlers int `yaml:"handlers"`
 	// ReplyPrefixes are the reply subjects the node answers
 	// (--reply-prefixes, comma-separated; DefaultReplyPrefixes, _INBOX.,

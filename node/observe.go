@@ -1,7 +1,9 @@
 package node
 
 import (
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxlimiter/flux/cluster"
@@ -103,6 +105,18 @@ func (o observer) answered(k kind, took time.Duration, sp tracing.Span, items []
 		sp.ErrorCode(codeString(eb.Code), eb.Description)
 	}
 	sp.End()
+}
+
+// refused records a request dropped for its reply subject: counted, and
+// logged at debug level at most once a second (last holds the time of the
+// last line), so that a client probing the node cannot flood the log.
+func (o observer) refused(log *slog.Logger, last *atomic.Int64, subject, reply string) {
+	o.met.ReplyRefused()
+	if now := time.Now().UnixNano(); now-last.Load() >= int64(time.Second) {
+		last.Store(now)
+		log.Debug("request dropped: its reply subject is not an allowed inbox (reply_prefixes)",
+			"subject", subject, "reply", headerSafe(reply[:min(len(reply), 128)]))
+	}
 }
 
 func entryName(e *limiterEntry) string {

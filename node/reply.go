@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -99,12 +98,7 @@ func (n *Node) reply(m *nats.Msg, buf, body []byte, eb wire.ErrorBody) []byte {
 		return buf
 	}
 	if !n.replies.allows(to) {
-		n.met.ReplyRefused()
-		if now := time.Now().UnixNano(); now-n.replies.lastLog.Load() >= int64(time.Second) {
-			n.replies.lastLog.Store(now)
-			n.log.Debug("request dropped: its reply subject is not an allowed inbox (reply_prefixes)",
-				"subject", m.Subject, "reply", headerSafe(to[:min(len(to), 128)]))
-		}
+		n.obs.refused(n.log, &n.replies.lastLog, m.Subject, to)
 		return buf
 	}
 	var err error
