@@ -2,20 +2,11 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
-	"net"
-	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,256 +15,18 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/bus"
 	"github.com/fluxlimiter/flux/cluster"
 	"github.com/fluxlimiter/flux/internal/wire"
+	"github.com/fluxlimiter/flux/metrics"
 )
 
-// This file wires the cluster (bus/, cluster/, docs/CLUSTER.md) into the
-// node: the configuration, the embedded server's routes, the Coordinator's
-// life cycle, the check paths of non-local limiters and the cluster
-// metrics.
-
-// DefaultClusterName is the cluster a node belongs to unless cluster_name
-// (--cluster-name) says otherwise: the embedded server's route cluster and
-// the namespace of the internal subjects (_FLUX.v1.flux.>).
-const DefaultClusterName = "flux"
-
-// ClusterConfig is how a node takes part in a cluster. Its fields are
-// settings of Config (flat YAML keys, like the flags). A node coordinates
-// with others when one of its limiters has a mode other than local, or when
-// ClusterListen or Routes is set.
-type ClusterConfig struct {
-	// ClusterName names the cluster (--cluster-name; DefaultClusterName
-	// when empty): 1 to 64 of A-Z a-z 0-9 _ -. Nodes coordinate only with
-	// nodes of the same name, so several clusters can share one NATS.
-	ClusterName string `yaml:"cluster_name"`
-	// ClusterListen is the HOST:PORT where the embedded NATS server takes
-	// routes from the other nodes' servers (--cluster-listen); port -1
-	// picks a free one. Empty: the embedded server is not clustered.
-	ClusterListen string `yaml:"cluster_listen"`
-	// Routes are the other servers' route URLs, nats-route://HOST:PORT
-	// (--routes, comma-separated; in YAML a list or one comma-separated
-	// string). The same full list may be given to every node, its own
-	// route included.
-	Routes Routes `yaml:"routes"`
-	// Heartbeat is the interval of the membership heartbeats (--heartbeat;
-	// bus.DefaultHeartbeat, 1s, when zero). A node missing three is
-	// dropped by its peers.
-	Heartbeat Duration `yaml:"heartbeat"`
-}
-
-// LimiterClusterConfig is how one limiter takes part in the cluster: the
-// cluster settings of LimiterConfig (docs/CLUSTER.md states what each mode
-// guarantees).
-type LimiterClusterConfig struct {
-	// Mode is local (the default: no coordination), best-effort, strict or
-	// hybrid.
-	Mode string `yaml:"mode"`
-	// SyncInterval is how long admissions are aggregated before they are
-	// gossiped (best-effort, strict and hybrid; cluster.DefaultSyncInterval
-	// when zero).
-	SyncInterval Duration `yaml:"sync_interval"`
-	// OwnerDeadline is how long a check waits for the key's owner before
-	// OnOwnerFailure decides (strict and hybrid;
-	// cluster.DefaultOwnerDeadline when zero).
-	OwnerDeadline Duration `yaml:"owner_deadline"`
-	// OnOwnerFailure is local (decide on the local view, the default),
-	// open (allow) or closed (deny) (strict and hybrid).
-	OnOwnerFailure string `yaml:"on_owner_failure"`
-	// HybridThreshold is the share of the key's capacity the local view
-	// must show left after a request for the node to decide it alone
-	// (hybrid; cluster.DefaultHybridThreshold when zero).
-	HybridThreshold float64 `yaml:"hybrid_threshold"`
-}
-
-// Routes is a list of route URLs. In YAML it is a list of strings or one
-// comma-separated string.
-type Routes []string
-
-// UnmarshalYAML reads a list or a comma-separated string.
-func (r *Routes) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		var s string
-		if err := n.Decode(&s); err != nil {
-			return err
-		}
-		*r = ParseRoutes(s)
-		return nil
-	}
-	var l []string
-	if err := n.Decode(&l); err != nil {
-		return err
-	}
-	*r = l
-	return nil
-}
-
-// ParseRoutes splits a comma-separated list of route URLs, dropping empty
-// entries and spaces around them.
-func ParseRoutes(s string) Routes {
-	var r Routes
-	for _, u := range strings.Split(s, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			r = append(r, u)
-		}
-	}
-	return r
-}
-
-// clusterMode is the mode a limiter's configuration names.
-func (lc LimiterConfig) clusterMode() cluster.Mode {
-	m, _ := cluster.ParseMode(lc.Mode) // validated
-	return m
-}
-
-// clusterConfig is the Coordinator's configuration of the limiter.
-func (lc LimiterConfig) clusterConfig() cluster.LimiterConfig {
-	f, _ := cluster.ParseFailure(lc.OnOwnerFailure) // validated
-	return cluster.LimiterConfig{
-		Mode:            lc.clusterMode(),
-		SyncInterval:    time.Duration(lc.SyncInterval),
-		OwnerDeadline:   time.Duration(lc.OwnerDeadline),
-		OnOwnerFailure:  f,
-		HybridThreshold: lc.HybridThreshold,
-	}
-}
-
-// clustered reports whether the node coordinates with others.
-func (c Config) clustered() bool {
-	if c.ClusterListen != "" || len(c.Routes) > 0 {
-		return true
-	}
-	for _, lc := range c.Limiters {
-		if lc.clusterMode() != cluster.Local {
-			return true
-		}
-	}
-	return false
-}
-
-func (c Config) clusterName() string {
-	if c.ClusterName == "" {
-		return DefaultClusterName
-	}
-	return c.ClusterName
-}
-
-// validateCluster reports the problems of the cluster settings.
-func (c Config) validateCluster() []error {
-	var problems []error
-	bad := func(format string, args ...any) {
-		problems = append(problems, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...)))
-	}
-	if c.ClusterName != "" && bus.ValidNodeID(c.ClusterName) != nil {
-		bad("cluster_name (--cluster-name) %q: want 1 to %d of A-Z a-z 0-9 _ -", c.ClusterName, bus.MaxNodeIDLen)
-	}
-	if c.ClusterListen != "" {
-		if _, _, err := splitHostPort(c.ClusterListen, true); err != nil {
-			bad("cluster_listen (--cluster-listen) %q: %v", c.ClusterListen, err)
-		}
-	}
-	for _, r := range c.Routes {
-		if u, err := url.Parse(r); err != nil || u.Hostname() == "" || u.Port() == "" {
-			bad("routes (--routes): %q is not a route URL like nats-route://HOST:PORT", r)
-		}
-	}
-	if c.NATSURL != "" && (c.ClusterListen != "" || len(c.Routes) > 0) {
-		bad("cluster_listen and routes cluster the embedded NATS server; with nats_url (--nats-url) the NATS deployment is clustered by its own configuration")
-	}
-	if c.NATSURL == "" && len(c.Routes) > 0 && c.ClusterListen == "" {
-		bad("routes (--routes) need cluster_listen (--cluster-listen): the route port of this node's embedded server")
-	}
-	if c.Heartbeat < 0 || time.Duration(c.Heartbeat) > time.Minute {
-		bad("heartbeat (--heartbeat) %v: want 0 (the default, %v) to 1m", c.Heartbeat, bus.DefaultHeartbeat)
-	}
-	if c.clustered() && c.NodeID != "" && bus.ValidNodeID(c.NodeID) != nil {
-		bad("node_id (--node-id) %q: a node in a cluster needs 1 to %d of A-Z a-z 0-9 _ -", c.NodeID, bus.MaxNodeIDLen)
-	}
-	for _, name := range slices.Sorted(maps.Keys(c.Limiters)) {
-		lc := c.Limiters[name]
-		mode, err := cluster.ParseMode(lc.Mode)
-		if err != nil {
-			bad("limiter %q: mode %q: want local, best-effort, strict or hybrid", name, lc.Mode)
-			continue
-		}
-		if _, err := cluster.ParseFailure(lc.OnOwnerFailure); err != nil {
-			bad("limiter %q: on_owner_failure %q: want local, open or closed", name, lc.OnOwnerFailure)
-		}
-		if lc.SyncInterval < 0 || lc.OwnerDeadline < 0 {
-			bad("limiter %q: negative sync_interval or owner_deadline", name)
-		}
-		if lc.HybridThreshold < 0 || lc.HybridThreshold > 1 || lc.HybridThreshold != lc.HybridThreshold {
-			bad("limiter %q: hybrid_threshold %v: want 0 (the default, %v) to 1", name, lc.HybridThreshold, cluster.DefaultHybridThreshold)
-		}
-		// Settings the mode does not use are refused: a typo in the mode
-		// must not silently drop them.
-		if mode == cluster.Local && lc.SyncInterval != 0 {
-			bad("limiter %q: sync_interval is for the modes best-effort, strict and hybrid", name)
-		}
-		if mode < cluster.Strict && (lc.OwnerDeadline != 0 || lc.OnOwnerFailure != "") {
-			bad("limiter %q: owner_deadline and on_owner_failure are for the modes strict and hybrid", name)
-		}
-		if mode != cluster.Hybrid && lc.HybridThreshold != 0 {
-			bad("limiter %q: hybrid_threshold is for the mode hybrid", name)
-		}
-	}
-	return problems
-}
-
-// nodeIDFile is the file in the data dir that keeps a generated node id.
-const nodeIDFile = "node-id"
-
-// resolveNodeID returns the configured node id or, when there is none, a
-// generated one: <host>-<7 random characters>. A node with an embedded
-// server keeps it in its data dir (nodeIDFile), so that it restarts under
-// the same id; two nodes on one machine have two data dirs, hence two ids.
-// A node joining a NATS URL gets a new id at each start.
-func resolveNodeID(cfg Config, log *slog.Logger) string {
-	if cfg.NodeID != "" {
-		return cfg.NodeID
-	}
-	if cfg.NATSURL != "" || cfg.DataDir == "" {
-		return generateNodeID()
-	}
-	path := filepath.Join(cfg.DataDir, nodeIDFile)
-	if b, err := os.ReadFile(path); err == nil {
-		id := strings.TrimSpace(string(b))
-		if bus.ValidNodeID(id) == nil {
-			return id
-		}
-		log.Warn("ignoring an invalid node id in the data dir", "file", path)
-	}
-	id := generateNodeID()
-	err := os.MkdirAll(cfg.DataDir, 0o750)
-	if err == nil {
-		err = os.WriteFile(path, []byte(id+"\n"), 0o640)
-	}
-	if err != nil {
-		log.Warn("cannot keep the generated node id in the data dir: the node gets another one at each start; set --node-id", "node_id", id, "error", err)
-	}
-	return id
-}
-
-func generateNodeID() string {
-	host, _ := os.Hostname()
-	b := []byte(host)
-	for i, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			b[i] = '-'
-		}
-	}
-	host = strings.Trim(string(b[:min(len(b), 48)]), "-")
-	if host == "" {
-		host = "flux"
-	}
-	var r [5]byte
-	_, _ = rand.Read(r[:])
-	return host + "-" + strings.ToLower(base32.StdEncoding.EncodeToString(r[:])[:7])
-}
+// This file wires the Coordinator (bus/, cluster/, docs/CLUSTER.md) into
+// the node: its life cycle across Start, Reload and Shutdown, the check
+// paths of non-local limiters and the export of its counters
+// (metrics.ClusterCollector). Its configuration is in clusterconfig.go.
 
 // nodeCluster is a node's part of the cluster.
 type nodeCluster struct {
@@ -289,46 +42,14 @@ type nodeCluster struct {
 	// handOff passes the micro endpoints' requests.
 	checkLane, batchLane atomic.Pointer[chan *nats.Msg]
 
-	collectorOnce sync.Once
-
-	syncMu     sync.Mutex // the deltas below, at scrape time
-	mismatches uint64
-	sent, recv map[string]uint64
+	// collector exports the Coordinator's counters (metrics/cluster.go),
+	// registered when the node first joins.
+	collector atomic.Pointer[metrics.ClusterCollector]
 }
 
 type registration struct {
 	lim *flux.Limiter
 	cfg cluster.LimiterConfig
-}
-
-// clusterServerOptions makes the embedded server take routes at
-// cluster_listen and route to routes.
-func (n *Node) clusterServerOptions(cfg Config, opts *server.Options) error {
-	if cfg.ClusterListen == "" {
-		return nil
-	}
-	host, port, err := splitHostPort(cfg.ClusterListen, true)
-	if err != nil {
-		return err
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT // 0 would mean no route port
-	}
-	if port != server.RANDOM_PORT {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err != nil {
-			return &ListenError{Flag: "--cluster-listen", Addr: cfg.ClusterListen, Err: err}
-		}
-		ln.Close()
-	}
-	opts.Cluster = server.ClusterOpts{Name: cfg.clusterName(), Host: host, Port: port, PoolSize: -1}
-	if len(cfg.Routes) > 0 {
-		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Routes, ","))
-	}
-	if n.cl.serverOptions != nil {
-		n.cl.serverOptions(opts)
-	}
-	return nil
 }
 
 // startCluster joins the cluster if the configuration asks for one: a
@@ -372,11 +93,14 @@ func (n *Node) startCluster(ctx context.Context, cfg Config, set *limiterSet) er
 		return fmt.Errorf("flux-node: join cluster %q: %w", cfg.clusterName(), err)
 	}
 	n.cl.coord.Store(co)
-	n.cl.collectorOnce.Do(func() {
-		if err := n.reg.Register(clusterCollector{n}); err != nil {
+	if n.cl.collector.Load() == nil {
+		c := metrics.NewClusterCollector(n.met, n.clusterStats)
+		if err := n.reg.Register(c); err != nil {
 			n.log.Warn("cluster metrics not exported", "error", err)
+		} else {
+			n.cl.collector.Store(c)
 		}
-	})
+	}
 	st := co.Stats()
 	n.met.ClusterMembers(st.Members)
 	n.log.Info("joined the cluster", "cluster", cfg.clusterName(), "node_id", cfg.NodeID,
@@ -608,115 +332,19 @@ func (h *handler) decideCluster(co *cluster.Coordinator, e *limiterEntry, items 
 // counters are brought up to date.
 func (n *Node) gatherer() prometheus.Gatherer {
 	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		n.syncClusterMetrics()
+		if c := n.cl.collector.Load(); c != nil {
+			c.Sync()
+		}
 		return n.reg.Gather()
 	})
 }
 
-// syncClusterMetrics copies the Coordinator's counters into the series the
-// metrics package defines for them: flux_cluster_members,
-// flux_cluster_config_mismatches_total and flux_gossip_updates_total.
-func (n *Node) syncClusterMetrics() {
+// clusterStats is the running Coordinator's statistics, for the cluster
+// collector.
+func (n *Node) clusterStats() (cluster.Stats, bool) {
 	co := n.cl.coord.Load()
 	if co == nil {
-		return
+		return cluster.Stats{}, false
 	}
-	st := co.Stats()
-	n.met.ClusterMembers(st.Members)
-	n.cl.syncMu.Lock()
-	defer n.cl.syncMu.Unlock()
-	for ; n.cl.mismatches < st.Membership.Mismatches; n.cl.mismatches++ {
-		n.met.ConfigMismatch()
-	}
-	if n.cl.sent == nil {
-		n.cl.sent, n.cl.recv = make(map[string]uint64), make(map[string]uint64)
-	}
-	var sent, recv int
-	for name, ls := range st.Limiters {
-		sent += delta(n.cl.sent, name, ls.Published)
-		recv += delta(n.cl.recv, name, ls.Applied)
-	}
-	for name := range n.cl.sent {
-		if _, ok := st.Limiters[name]; !ok {
-			delete(n.cl.sent, name)
-			delete(n.cl.recv, name)
-		}
-	}
-	n.met.Gossip("sent", sent)
-	n.met.Gossip("received", recv)
-}
-
-// delta returns how much counter name grew since last seen (all of it if
-// it went back: the limiter was registered anew) and remembers it.
-func delta(last map[string]uint64, name string, now uint64) int {
-	prev, ok := last[name]
-	last[name] = now
-	if !ok || now < prev {
-		return int(now)
-	}
-	return int(now - prev)
-}
-
-// clusterCollector exports, at scrape time, the cluster counters the
-// metrics package has no series for.
-type clusterCollector struct{ n *Node }
-
-var (
-	descMismatched = prometheus.NewDesc("flux_cluster_config_mismatched_members",
-		"Members whose limiter configuration fingerprint differs from this node's.", nil, nil)
-	descSuspected = prometheus.NewDesc("flux_cluster_suspected_owners",
-		"Owners bypassed (checks go to the failure policy) because a forwarded check to them failed since their last heartbeat.", nil, nil)
-	descMembership = prometheus.NewDesc("flux_cluster_membership_events_total",
-		"Membership changes seen by this node, by event (joined, left, timed_out).", []string{"event"}, nil)
-	descServed = prometheus.NewDesc("flux_cluster_served_total",
-		"Checks this node decided for peers as the owner of their keys (the peers count them in flux_cluster_answers_total{path=\"owner\"}).", []string{"limiter"}, nil)
-	descForwardFailures = prometheus.NewDesc("flux_cluster_forward_failures_total",
-		"Forward requests to owners that failed (timeout, no responders).", nil, nil)
-	descPublishErrors = prometheus.NewDesc("flux_cluster_publish_errors_total",
-		"Gossip batches that could not be published.", nil, nil)
-	descDropped = prometheus.NewDesc("flux_cluster_dropped_total",
-		"Cluster messages or updates dropped, by reason: malformed (undecodable message), slow (the node fell behind), unapplied (an update for an unknown or local limiter, or refused by the limiter).", []string{"reason"}, nil)
-	descCaughtUp = prometheus.NewDesc("flux_cluster_caught_up_keys_total",
-		"Key states restored from peers when the node joined.", nil, nil)
-)
-
-// Describe implements prometheus.Collector.
-func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMismatched, descSuspected, descMembership, descServed, descForwardFailures, descPublishErrors, descDropped, descCaughtUp} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
-	co := c.n.cl.coord.Load()
-	if co == nil {
-		return
-	}
-	st := co.Stats()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge(descMismatched, float64(st.Membership.Mismatched))
-	gauge(descSuspected, float64(st.Suspected))
-	counter(descMembership, st.Membership.Joined, "joined")
-	counter(descMembership, st.Membership.Left, "left")
-	counter(descMembership, st.Membership.TimedOut, "timed_out")
-	var publishErrs uint64
-	for _, name := range slices.Sorted(maps.Keys(st.Limiters)) {
-		ls := st.Limiters[name]
-		publishErrs += ls.PublishErrors
-		if ls.Mode != cluster.Local {
-			counter(descServed, ls.Served, name)
-		}
-	}
-	counter(descForwardFailures, st.Forwarder.Failed)
-	counter(descPublishErrors, publishErrs)
-	counter(descDropped, st.Bus.Malformed, "malformed")
-	counter(descDropped, st.Bus.Dropped, "slow")
-	counter(descDropped, st.UpdatesDropped, "unapplied")
-	counter(descCaughtUp, st.CaughtUp)
+	return co.Stats(), true
 }
