@@ -62,6 +62,8 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		func(c *node.Config, v string) { c.ClusterListen = v })
 	str("routes", "route `URL`s of the cluster's servers, comma-separated: nats-route://HOST:PORT,... (the same full list may be given to every node)",
 		func(c *node.Config, v string) { c.Routes = node.ParseRoutes(v) })
+	str("cluster-secret-file", "`FILE` holding the cluster secret, the same on every node, at least 32 bytes (default: the environment variable "+node.EnvClusterSecret+"); required in a cluster",
+		func(c *node.Config, v string) { c.ClusterSecretFile = v })
 	str("log-level", "`LEVEL`: debug, info, warn or error (default info)",
 		func(c *node.Config, v string) { c.LogLevel = v })
 	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",

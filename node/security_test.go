@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/fluxlimiter/flux/cluster/clustertest"
+)
+
+// This file performs the attacks of issue 18 §3 on a node with its
+// default settings: a rogue NATS server at the route port, a client
+// credential used against the node's internal subjects and endpoints.
+
+// clusteredConfig is a one-node cluster (its own route port, its only
+// route: JetStream in a cluster needs one) with a secret.
+func clusteredConfig(t *testing.T) Config {
+	cfg := testConfig(t)
+	ports, err := clustertest.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	cfg.Routes = Routes{"nats-route://" + cfg.ClusterListen}
+	cfg.ClusterSecret = testClusterSecret
+	cfg.Heartbeat = Duration(testHeartbeat)
+	return cfg
+}
+
+// routeServer starts a NATS server that routes to the node's route port,
+// as user (no credentials when nil), and returns it.
+func routeServer(t *testing.T, to string, user *url.Userinfo) *server.Server {
+	t.Helper()
+	r := &url.URL{Scheme: "nats-route", Host: to, User: user}
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		Cluster: server.ClusterOpts{Name: DefaultClusterName, Host: "127.0.0.1", Port: server.RANDOM_PORT, PoolSize: -1},
+		Routes:  []*url.URL{r},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("route server did not start")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// TestRogueRouteRefused: a nats-server that reaches a clustered node's
+// route port without the route password derived from the cluster secret
+// does not join (it could otherwise read and inject every message, and
+// take the node's clients); one with the password does.
+func TestRogueRouteRefused(t *testing.T) {
+	n := startNode(t, clusteredConfig(t))
+	addr := n.srv.ClusterAddr().String()
+
+	rogue := routeServer(t, addr, nil)
+	guess := routeServer(t, addr, url.UserPassword(routeUser, "guessed"))
+	time.Sleep(1500 * time.Millisecond) // routes connect within milliseconds on loopback
+	if got := n.srv.NumRoutes(); got != 0 || rogue.NumRoutes() != 0 || guess.NumRoutes() != 0 {
+		t.Fatalf("routes: node %d, rogue %d, guessed password %d: want none", got, rogue.NumRoutes(), guess.NumRoutes())
+	}
+
+	peer := routeServer(t, addr, url.UserPassword(routeUser, routePassword(testClusterSecret, DefaultClusterName)))
+	waitFor(t, "a route with the password", 5*time.Second, func() bool { return peer.NumRoutes() > 0 && n.srv.NumRoutes() > 0 })
+}
+
+// TestClusterNeedsSecret: a clustered node does not start without a
+// secret, or with a short one; the secret comes from ClusterSecret, a
+// file or the environment.
+func TestClusterNeedsSecret(t *testing.T) {
+	start := func(cfg Config) error {
+		n, err := New(cfg, nil)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err = n.Start(ctx)
+		_ = n.Shutdown(context.Background())
+		return err
+	}
+	t.Setenv(EnvClusterSecret, "")
+	for _, tt := range []struct {
+		name string
+		set  func(*Config)
+		ok   bool
+	}{
+		{"none", func(*Config) {}, false},
+		{"short", func(c *Config) { c.ClusterSecret = []byte("too short") }, false},
+		{"given", func(c *Config) { c.ClusterSecret = testClusterSecret }, true},
+		{"strict limiter, no routes, none", func(c *Config) {
+			c.ClusterListen, c.Routes = "", nil
+			c.Limiters = map[string]LimiterConfig{"api": {Rate: 1, LimiterClusterConfig: LimiterClusterConfig{Mode: "strict"}}}
+		}, false},
+	} {
+		cfg := clusteredConfig(t)
+		cfg.ClusterSecret = nil
+		tt.set(&cfg)
+		err := start(cfg)
+		if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidConfig)) {
+			t.Errorf("%s: Start = %v", tt.name, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), EnvClusterSecret) {
+			t.Errorf("%s: %v does not say where the secret goes", tt.name, err)
+		}
+	}
+
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, append(testClusterSecret, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := clusteredConfig(t)
+	cfg.ClusterSecret, cfg.ClusterSecretFile = nil, file
+	if err := start(cfg); err != nil {
+		t.Fatalf("secret from a file: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Validate with a short secret file: %v", err)
+	}
+	t.Setenv(EnvClusterSecret, " "+string(testClusterSecret)+"\n")
+	cfg.ClusterSecretFile = ""
+	if err := start(cfg); err != nil {
+		t.Fatalf("secret from the environment: %v", err)
+	}
+}
