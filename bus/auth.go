@@ -169,7 +169,8 @@ type envelope struct {
 	msg         []byte
 }
 
-// maxEnvelopeHeader bounds the bytes an envelope adds to its message.
+// maxEnvelopeHeader bounds the bytes an envelope adds to its message;
+// NATS.chunkLimit leaves room for it.
 const maxEnvelopeHeader = 2 + 2*(binary.MaxVarintLen64+MaxNodeIDLen) + 4*binary.MaxVarintLen64 + macLen
 
 // open verifies data and returns its envelope. to is who the message must

@@ -259,7 +259,7 @@ func (b *NATS) serveSync(m *nats.Msg) {
 // chunkLimit is the payload budget of one message, leaving room for the
 // message's own header fields.
 func (b *NATS) chunkLimit() int {
-	return max(int(b.nc.MaxPayload())-1024, 1024)
+	return max(int(b.nc.MaxPayload())-1024-maxEnvelopeHeader, 1024)
 }
 
 func (b *NATS) msg(subject string, data []byte) *nats.Msg {
