@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,12 +63,8 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	if err := n.clusterServerOptions(cfg, opts); err != nil {
 		return "", err
 	}
-	switch {
-	case cfg.Token != "":
-		opts.Authorization = cfg.Token
-	case cfg.User != "":
-		opts.Username, opts.Password = cfg.User, cfg.Password
-	}
+	n.embAuth = newEmbeddedAuth(cfg)
+	opts.CustomClientAuthentication = n.embAuth
 	if cfg.TLSCert != "" {
 		to := &server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, Timeout: 2}
 		if cfg.TLSVerify {
@@ -114,8 +113,9 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	return u, nil
 }
 
-// clientAuthOptions are the credentials and TLS settings of a NATS
-// connection made with cfg (the node's own, and the check subcommand's).
+// clientAuthOptions are the credentials and TLS settings of a client's
+// NATS connection made with cfg (the check subcommand's; the node's own
+// with an external NATS).
 func clientAuthOptions(cfg Config) ([]nats.Option, error) {
 	var opts []nats.Option
 	switch {
@@ -124,13 +124,115 @@ func clientAuthOptions(cfg Config) ([]nats.Option, error) {
 	case cfg.User != "":
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
+	return append(opts, tlsOptions(cfg)...), nil
+}
+
+// nodeAuthOptions are the credentials and TLS settings of the node's own
+// connections (the service's, the store's): with the embedded server, its
+// internal credential, which no client holds; else the configured one.
+func (n *Node) nodeAuthOptions(cfg Config) ([]nats.Option, error) {
+	if n.embAuth == nil {
+		return clientAuthOptions(cfg)
+	}
+	return append([]nats.Option{nats.UserInfo(n.embAuth.nodeUser, n.embAuth.nodePassword)}, tlsOptions(cfg)...), nil
+}
+
+// tlsOptions are the TLS settings of a connection made with cfg.
+func tlsOptions(cfg Config) []nats.Option {
+	var opts []nats.Option
 	if cfg.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))
 	}
 	if cfg.TLSCert != "" && (cfg.TLSVerify || cfg.NATSURL != "") {
 		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
 	}
-	return opts, nil
+	return opts
+}
+
+// The embedded server's authorization separates the clients from the
+// service. Clients (the configured token or user, or anyone when none is
+// configured, on loopback by default) may publish requests on flux.v1.>
+// and $SRV.> and subscribe to their reply inboxes, nothing else: they
+// cannot subscribe to flux.v1.> (queue-subscribing to flux.v1.check would
+// let them answer other clients' checks), nor touch the cluster's _FLUX.>
+// subjects or JetStream. The node's own connections log in with a
+// credential drawn at random at each start, which no client holds, and may
+// do everything.
+
+// Subjects of the client permissions.
+const (
+	// ClientPublish are the subjects clients may publish to.
+	clientPublishService  = "flux.v1.>"
+	clientPublishDiscover = "$SRV.>"
+	// DefaultInboxPrefix is the reply inbox prefix of NATS clients that do
+	// not set one (nats.go, the nats CLI, nats.js): clients of the shared
+	// credential may subscribe to DefaultInboxPrefix + ".>".
+	DefaultInboxPrefix = "_INBOX"
+)
+
+// ClientPermissions are the NATS permissions of a flux-node client whose
+// replies come to inboxPrefix (DefaultInboxPrefix unless the client sets
+// its own): publish requests on flux.v1.> and $SRV.>, subscribe to
+// inboxPrefix.> only. The embedded server gives them to its clients;
+// docs/PROTOCOL.md shows them for an external NATS.
+func ClientPermissions(inboxPrefix string) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{clientPublishService, clientPublishDiscover}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxPrefix + ".>"}},
+	}
+}
+
+// embeddedAuth is the embedded server's server.Authentication. Safe for
+// simultaneous use (read-only after creation).
+type embeddedAuth struct {
+	token, user, password  string // the clients' credential; none: anyone on the client port
+	nodeUser, nodePassword string // the node's own connections
+	clients                *server.Permissions
+}
+
+// nodeUserName is the user the node's own connections log in as.
+const nodeUserName = "flux-node-internal"
+
+func newEmbeddedAuth(cfg Config) *embeddedAuth {
+	var pw [32]byte
+	_, _ = rand.Read(pw[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	a := &embeddedAuth{nodeUser: nodeUserName, nodePassword: hex.EncodeToString(pw[:]), clients: ClientPermissions(DefaultInboxPrefix)}
+	switch {
+	case cfg.Token != "":
+		a.token = cfg.Token
+	case cfg.User != "":
+		a.user, a.password = cfg.User, cfg.Password
+	}
+	return a
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// Check implements server.Authentication.
+func (a *embeddedAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	o := c.GetOpts()
+	if o.Username == a.nodeUser {
+		if !equal(o.Password, a.nodePassword) {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: a.nodeUser}) // no permissions: everything
+		return true
+	}
+	switch {
+	case a.token != "":
+		if !equal(o.Token, a.token) {
+			return false
+		}
+	case a.user != "":
+		if !equal(o.Username, a.user) || !equal(o.Password, a.password) {
+			return false
+		}
+	}
+	c.RegisterUser(&server.User{Username: "flux-client", Permissions: a.clients})
+	return true
 }
 
 // natsLogger sends the embedded server's logs to slog: notices at debug

@@ -331,7 +331,7 @@ func TestLanesCoalesce(t *testing.T) {
 	}
 	wants := []want{{0, true, 4}, {404, false, 0}, {0, true, 2}, {400, false, 0}, {0, true, 0}, {0, false, 2}, {0, true, 2}}
 	replies := make(chan *nats.Msg, len(bodies))
-	sub, err := nc.ChanSubscribe("coalesce.>", replies)
+	sub, err := nc.ChanSubscribe("_INBOX.coalesce.>", replies) // clients may subscribe to their inboxes only
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestLanesCoalesce(t *testing.T) {
 	}
 	msgs := make([]*nats.Msg, len(bodies))
 	for i, b := range bodies {
-		msgs[i] = &nats.Msg{Subject: SubjectCheck, Reply: fmt.Sprintf("coalesce.%d", i), Data: []byte(b)}
+		msgs[i] = &nats.Msg{Subject: SubjectCheck, Reply: fmt.Sprintf("_INBOX.coalesce.%d", i), Data: []byte(b)}
 	}
 	h := newHandler(n)
 	h.checkMany(msgs)
@@ -358,7 +358,7 @@ func TestLanesCoalesce(t *testing.T) {
 		}
 	}
 	for i, w := range wants {
-		m := got[fmt.Sprintf("coalesce.%d", i)]
+		m := got[fmt.Sprintf("_INBOX.coalesce.%d", i)]
 		code := m.Header.Get("Nats-Service-Error-Code")
 		if w.code != 0 {
 			if code != fmt.Sprint(w.code) {

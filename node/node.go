@@ -95,6 +95,7 @@ type Node struct {
 	shutErr  error
 
 	srv       *server.Server
+	embAuth   *embeddedAuth // the embedded server's authorization (embedded.go)
 	nc        *nats.Conn
 	ncClosed  chan struct{}
 	svc       micro.Service
@@ -516,7 +517,7 @@ func (n *Node) connect(ctx context.Context, cfg Config, url string) error {
 			n.log.Warn("NATS error", "subject", subj, "error", err)
 		}),
 	}
-	auth, err := clientAuthOptions(cfg)
+	auth, err := n.nodeAuthOptions(cfg)
 	if err != nil {
 		return err
 	}

@@ -2,17 +2,21 @@ package node
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
+	"github.com/fluxlimiter/flux/bus"
 	"github.com/fluxlimiter/flux/cluster/clustertest"
 )
 
@@ -135,5 +139,117 @@ func TestClusterNeedsSecret(t *testing.T) {
 	cfg.ClusterSecretFile = ""
 	if err := start(cfg); err != nil {
 		t.Fatalf("secret from the environment: %v", err)
+	}
+}
+
+// violations collects the asynchronous errors of a client connection
+// (permissions violations).
+type violations struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	v.errs = append(v.errs, err)
+	v.mu.Unlock()
+}
+
+func (v *violations) about(subject string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, err := range v.errs {
+		if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestClientCannotImpersonateService: with the default settings and with
+// a token, a client queue-subscribes to flux.v1.check and check_batch in
+// the service's queue group and answers "allowed" to whatever it gets; a
+// victim then checks a key it has exhausted 100 times. The server refuses
+// the subscriptions and every check is answered by the node: denied.
+func TestClientCannotImpersonateService(t *testing.T) {
+	for _, token := range []string{"", "s3cret"} {
+		t.Run("token="+token, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Token = token
+			n := startNode(t, cfg)
+			opts := []nats.Option{}
+			if token != "" {
+				opts = append(opts, nats.Token(token))
+			}
+			var v violations
+			attacker := connect(t, n, append(opts, nats.ErrorHandler(v.handler))...)
+			allowed := []byte(`{"allowed":true,"limit":1,"remaining":1,"retry_after_ns":0,"reset_after_ns":0,"delay_ns":0}`)
+			for _, subject := range []string{SubjectCheck, SubjectCheckBatch, "flux.v1.>"} {
+				for range 8 {
+					if _, err := attacker.QueueSubscribe(subject, "q", func(m *nats.Msg) { _ = m.Respond(allowed) }); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := attacker.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond(allowed) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = attacker.Flush()
+			waitFor(t, "the subscriptions refused", 5*time.Second, func() bool { return v.about(SubjectCheck) && v.about("flux.v1.>") })
+
+			victim := connect(t, n, opts...)
+			if r := request(t, victim, SubjectCheck, `{"limiter":"slow","key":"victim"}`); r.code != 0 || !*decodeDecision(t, r.data).Allowed {
+				t.Fatalf("first check: %d %s", r.code, r.data)
+			}
+			for i := range 100 {
+				r := request(t, victim, SubjectCheck, `{"limiter":"slow","key":"victim"}`)
+				if r.code != 0 || *decodeDecision(t, r.data).Allowed {
+					t.Fatalf("check %d of an exhausted key: %d %s: answered by the impersonator", i, r.code, r.data)
+				}
+			}
+		})
+	}
+}
+
+// TestClientCannotReachInternals: a client (default settings, the
+// node's one client credential) may not publish or subscribe on the
+// cluster's subjects, nor use JetStream, while it can still check and
+// discover the service.
+func TestClientCannotReachInternals(t *testing.T) {
+	cfg := clusteredConfig(t)
+	cfg.Limiters["slow"] = LimiterConfig{Rate: 1, LimiterClusterConfig: LimiterClusterConfig{Mode: "best-effort"}}
+	n := startNode(t, cfg)
+	var v violations
+	nc := connect(t, n, nats.ErrorHandler(v.handler))
+	subj := bus.SubjectsFor(DefaultClusterName)
+
+	if _, err := nc.Subscribe(subj.All(), func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	// A forged update denying "victim" for ten years, and a phantom member.
+	tenYears := time.Now().Add(10 * 365 * 24 * time.Hour).UnixNano()
+	forged := []byte{'U', 1, 4, 's', 'l', 'o', 'w', 1, 6, 'v', 'i', 'c', 't', 'i', 'm'}
+	forged = binary.AppendVarint(forged, tenYears)
+	forged = binary.AppendUvarint(forged, 1)
+	for _, s := range []string{subj.Gossip(), subj.Heartbeat(), subj.Forward("test"), subj.Sync("test"), "$JS.API.INFO"} {
+		m := nats.NewMsg(s)
+		m.Header.Set(bus.HeaderNode, "phantom")
+		m.Data = forged
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = nc.Flush()
+	waitFor(t, "the violations reported", 5*time.Second, func() bool {
+		return v.about(subj.All()) && v.about(subj.Gossip()) && v.about("$JS.API.INFO")
+	})
+	if r := request(t, nc, SubjectCheck, `{"limiter":"slow","key":"victim"}`); r.code != 0 || !*decodeDecision(t, r.data).Allowed {
+		t.Fatalf("victim after the forgery: %d %s", r.code, r.data)
+	}
+	if m, err := nc.Request("$SRV.PING.flux", nil, 2*time.Second); err != nil || len(m.Data) == 0 {
+		t.Fatalf("discovery: %v", err)
+	}
+	if got := n.Cluster().Members(); got != 1 {
+		t.Fatalf("%d members, want 1", got)
 	}
 }
