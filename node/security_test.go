@@ -253,3 +253,30 @@ func TestClientCannotReachInternals(t *testing.T) {
 		t.Fatalf("%d members, want 1", got)
 	}
 }
+
+// TestForgeryCounted: what reaches the internal subjects unsigned (here
+// through a connection with every right, as on a misconfigured external
+// NATS) is dropped and counted in flux_cluster_dropped_total.
+func TestForgeryCounted(t *testing.T) {
+	cfg := clusteredConfig(t)
+	cfg.Limiters["slow"] = LimiterConfig{Rate: 1, LimiterClusterConfig: LimiterClusterConfig{Mode: "best-effort"}}
+	n := startNode(t, cfg)
+	subj := bus.SubjectsFor(DefaultClusterName)
+	tenYears := time.Now().Add(10 * 365 * 24 * time.Hour).UnixNano()
+	forged := []byte{'U', 1, 4, 's', 'l', 'o', 'w', 1, 6, 'v', 'i', 'c', 't', 'i', 'm'}
+	forged = binary.AppendVarint(forged, tenYears)
+	forged = binary.AppendUvarint(forged, 1)
+	m := nats.NewMsg(subj.Gossip())
+	m.Header.Set(bus.HeaderNode, "phantom")
+	m.Data = forged
+	if err := n.nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the forgery counted", 5*time.Second, func() bool {
+		return metric(t, n, "flux_cluster_dropped_total", map[string]string{"reason": "unauthenticated"}) == 1
+	})
+	nc := connect(t, n)
+	if r := request(t, nc, SubjectCheck, `{"limiter":"slow","key":"victim"}`); r.code != 0 || !*decodeDecision(t, r.data).Allowed {
+		t.Fatalf("victim after the forgery: %d %s", r.code, r.data)
+	}
+}
