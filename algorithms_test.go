@@ -257,7 +257,8 @@ func TestAlgorithmsThroughLimiter(t *testing.T) {
 				case k < 15:
 					reqs := make([]flux.Request, 1+r.IntN(8))
 					for j := range reqs {
-						reqs[j] = flux.Request{Key: keys[r.IntN(len(keys))], Cost: r.IntN(2)}
+						c := r.IntN(2)
+						reqs[j] = flux.Request{Key: keys[r.IntN(len(keys))], Cost: c, Peek: c == 0}
 					}
 					out := make([]flux.Decision, len(reqs))
 					if err := l.CheckBatch(ctx, reqs, out); err != nil {

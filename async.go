@@ -137,7 +137,7 @@ func (l *Limiter) checkBatchAsync(ctx context.Context, reqs []Request) *BatchFut
 		return f
 	}
 	for i := range reqs {
-		if err := l.validate(reqs[i].Key, reqs[i].Cost); err != nil {
+		if err := l.validateRequest(&reqs[i]); err != nil {
 			f.done, f.err = true, &BatchError{Index: i, Err: err}
 			return f
 		}

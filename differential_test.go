@@ -77,7 +77,8 @@ func TestDifferential(t *testing.T) {
 				n := 1 + rng.IntN(8)
 				reqs := make([]flux.Request, n)
 				for i := range reqs {
-					reqs[i] = flux.Request{Key: keys[rng.IntN(len(keys))], Cost: rng.IntN(int(m.capacity) + 1)}
+					c := rng.IntN(int(m.capacity) + 1)
+					reqs[i] = flux.Request{Key: keys[rng.IntN(len(keys))], Cost: c, Peek: c == 0}
 				}
 				out := make([]flux.Decision, n)
 				if err := l.CheckBatch(t.Context(), reqs, out); err != nil {

@@ -1,6 +1,7 @@
 package flux
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/fluxlimiter/flux/internal/errs"
@@ -18,9 +19,16 @@ var (
 	ErrInvalidBurst = errs.InvalidBurst
 	// ErrInvalidCost: a negative cost.
 	ErrInvalidCost = errs.InvalidCost
-	// ErrCostExceedsBurst: a cost above the capacity (floor(Burst)+1). Such a
-	// request could never be admitted, so it is an error, not a denial.
-	ErrCostExceedsBurst = errs.CostExceedsBurst
+	// ErrCostExceedsCapacity: a cost above the capacity (Limit.Capacity).
+	// Such a request could never be admitted, so it is an error, not a
+	// denial.
+	ErrCostExceedsCapacity = errs.CostExceedsBurst
+	// ErrCostExceedsBurst is the former name of ErrCostExceedsCapacity
+	// (the same error).
+	//
+	// Deprecated: use ErrCostExceedsCapacity; window algorithms have no
+	// burst, and the message and wire reason always said capacity.
+	ErrCostExceedsBurst = ErrCostExceedsCapacity
 	// ErrEmptyKey: the key is "".
 	ErrEmptyKey = errs.EmptyKey
 	// ErrKeyTooLong: the key is longer than the limiter's bound
@@ -76,3 +84,10 @@ func (e *BatchError) Error() string { return fmt.Sprintf("flux: batch item %d: %
 
 // Unwrap returns Err, so errors.Is(err, ErrEmptyKey) and the like match.
 func (e *BatchError) Unwrap() error { return e.Err }
+
+// ErrInvalidOption: an option was given an unusable value.
+var ErrInvalidOption = errors.New("flux: invalid option")
+
+// ErrInvalidArgument: a method was given an unusable argument, such as an
+// out slice shorter than the requests or a negative duration.
+var ErrInvalidArgument = errors.New("flux: invalid argument")

@@ -88,6 +88,7 @@ func FuzzLimiter(f *testing.F) {
 				var badErr error
 				for i := range reqs {
 					reqs[i] = flux.Request{Key: key(), Cost: cost()}
+					reqs[i].Peek = reqs[i].Cost == 0
 					if err := wantErr(reqs[i].Key, reqs[i].Cost); err != nil && bad < 0 {
 						bad, badErr = i, err
 					}

@@ -256,12 +256,12 @@ func (x *extension) report(where string, v any) {
 }
 
 // batch runs a batch with hooks around it.
-func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error) error {
+func (x *extension) batch(ctx context.Context, reqs []Request, out []Decision, itemErrs []error, eachInvalid bool) error {
 	sw := x.startWatch()
 	for i := range reqs {
-		x.runBefore(ctx, reqs[i].Key, reqs[i].Cost)
+		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
-	err := x.l.checkBatch(ctx, reqs, out, itemErrs)
+	err := x.l.checkBatch(ctx, reqs, out, itemErrs, eachInvalid)
 	if x.timed {
 		x.afterBatch(ctx, reqs, out, itemErrs, err, sw.elapsed())
 	}
@@ -279,7 +279,7 @@ func (x *extension) afterBatch(ctx context.Context, reqs []Request, out []Decisi
 		if e == nil {
 			d = out[i]
 		}
-		x.runAfter(ctx, reqs[i].Key, reqs[i].Cost, &d, e, lat)
+		x.runAfter(ctx, reqs[i].Key, reqs[i].cost(), &d, e, lat)
 	}
 }
 
@@ -321,7 +321,7 @@ func (x *extension) startAsyncBatch(ctx context.Context, reqs []Request) *asyncB
 		h = &asyncBatchHook{x: x, ctx: ctx, reqs: reqs, sw: x.startWatch()}
 	}
 	for i := range reqs {
-		x.runBefore(ctx, reqs[i].Key, reqs[i].Cost)
+		x.runBefore(ctx, reqs[i].Key, reqs[i].cost())
 	}
 	return h
 }

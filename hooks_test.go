@@ -319,7 +319,7 @@ func TestHooksBatch(t *testing.T) {
 
 	// CheckBatchEach reports per item.
 	itemErrs := make([]error, 2)
-	if err := l.CheckBatchEach(ctx, []flux.Request{{Key: "d", Cost: 1}, {Key: "e", Cost: 0}}, out, itemErrs); err != nil {
+	if err := l.CheckBatchEach(ctx, []flux.Request{{Key: "d", Cost: 1}, {Key: "e", Peek: true}}, out, itemErrs); err != nil {
 		t.Fatal(err)
 	}
 	wantEvents(t, r.take(), "h.before d 1", "h.before e 0",

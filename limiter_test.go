@@ -162,7 +162,8 @@ func TestCheckBatch(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	reqs := make([]flux.Request, 500)
 	for i := range reqs {
-		reqs[i] = flux.Request{Key: fmt.Sprintf("k%d", rng.IntN(40)), Cost: rng.IntN(4)}
+		c := rng.IntN(4)
+		reqs[i] = flux.Request{Key: fmt.Sprintf("k%d", rng.IntN(40)), Cost: c, Peek: c == 0}
 	}
 	out := make([]flux.Decision, len(reqs))
 	if err := l.CheckBatch(t.Context(), reqs, out); err != nil {
@@ -200,7 +201,7 @@ func TestCheckBatchValidatesBeforeApplying(t *testing.T) {
 	if d := check(t, l, "b", 3); !d.Allowed {
 		t.Fatal("an invalid batch consumed b's capacity")
 	}
-	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}}, nil); !errors.Is(err, flux.ErrInvalidOption) {
+	if err := l.CheckBatch(t.Context(), []flux.Request{{Key: "a", Cost: 1}}, nil); !errors.Is(err, flux.ErrInvalidArgument) {
 		t.Fatalf("short out: %v", err)
 	}
 	if err := l.CheckBatch(t.Context(), nil, nil); err != nil {

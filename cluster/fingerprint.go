@@ -1,6 +1,10 @@
 package cluster
 
 import (
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"strconv"
 
 	flux "github.com/fluxlimiter/flux"
@@ -47,4 +51,16 @@ func canonicalLimit(l flux.Limit) string {
 	b = append(b, " location="...)
 	b = strconv.AppendQuote(b, loc)
 	return string(b)
+}
+
+// fingerprint hashes the name, mode and limit (in its canonical form, see
+// canonicalLimit) of every registered limiter.
+func (c *Coordinator) fingerprint() uint64 {
+	m := *c.entries.Load()
+	h := fnv.New64a()
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		e := m[name]
+		fmt.Fprintf(h, "%q %s %s\n", name, e.cfg.Mode, canonicalLimit(e.lim.Limit()))
+	}
+	return h.Sum64()
 }

@@ -368,7 +368,7 @@ func TestCheckBatch(t *testing.T) {
 			{cluster.PathLocal, true, 2, nil},
 			{cluster.PathOwner, true, 1, nil},
 			{err: flux.ErrEmptyKey},
-			{err: flux.ErrCostExceedsBurst},
+			{err: flux.ErrCostExceedsCapacity},
 			{cluster.PathOwner, true, 0, nil},
 			{cluster.PathOwner, true, 0, nil},
 		}

@@ -280,7 +280,9 @@ func (h *handler) decideCluster(co *cluster.Coordinator, e *limiterEntry, items 
 	var idx []int
 	for i := range items {
 		if res[i].entry == e && res[i].e.Code == 0 {
-			reqs = append(reqs, flux.Request{Key: items[i].Key, Cost: int(items[i].Cost)})
+			// The wire decodes a missing cost as 1, so a cost of 0 here was
+			// written out: a peek.
+			reqs = append(reqs, flux.Request{Key: items[i].Key, Cost: int(items[i].Cost), Peek: items[i].Cost == 0})
 			idx = append(idx, i)
 		}
 	}

@@ -295,7 +295,9 @@ func (h *handler) decideLocal(e *limiterEntry, items []wire.Item, res []result) 
 	reqs, idx := h.reqs[:0], h.idx[:0]
 	for i := range items {
 		if res[i].entry == e && res[i].e.Code == 0 {
-			reqs = append(reqs, flux.Request{Key: items[i].Key, Cost: int(items[i].Cost)})
+			// The wire decodes a missing cost as 1, so a cost of 0 here was
+			// written out: a peek.
+			reqs = append(reqs, flux.Request{Key: items[i].Key, Cost: int(items[i].Cost), Peek: items[i].Cost == 0})
 			idx = append(idx, i)
 		}
 	}

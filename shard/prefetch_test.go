@@ -51,7 +51,8 @@ func TestPrefetchingBatchDecidesAlike(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				k = rng.IntN(8) // hot keys, repeated within a chunk
 			}
-			reqs[i] = Request{Key: fmt.Sprintf("key-%d", k), Cost: rng.IntN(6)} // capacity 4: 5 fails
+			c := rng.IntN(6) // capacity 4: 5 fails; 0 peeks
+			reqs[i] = Request{Key: fmt.Sprintf("key-%d", k), Cost: c, Peek: c == 0}
 		}
 		a, b := run(pre, reqs), run(plain, reqs)
 		if a.Err != nil || b.Err != nil {

@@ -257,11 +257,26 @@ type Item struct {
 	At   int64
 }
 
-// Request is one check of a batch: Cost for Key (0 peeks). flux.Request is
-// this type, so a caller's batch reaches the shards without being copied.
+// Request is one check of a batch: Cost for Key, where an unset Cost (0)
+// means 1 and Peek asks for the decision of a cost-0 check. A forgotten
+// field must never turn a check into a peek, so peeking is spelled out.
+// flux.Request has the same fields (the root converts its caller's slice
+// to this type in place, so a batch reaches the shards without a copy).
 type Request struct {
 	Key  string
 	Cost int
+	Peek bool
+}
+
+// cost returns the cost the request is decided with.
+func (r *Request) cost() int64 {
+	switch {
+	case r.Peek:
+		return 0
+	case r.Cost == 0:
+		return 1
+	}
+	return int64(r.Cost)
 }
 
 // Batch is one shard's part of a batch. Its items are Reqs[Sel[j]] for
@@ -301,10 +316,10 @@ func (b *Batch) item(j int) (string, int64) {
 	switch {
 	case b.Sel != nil:
 		r := &b.Reqs[b.Sel[j]]
-		return r.Key, int64(r.Cost)
+		return r.Key, r.cost()
 	case b.Reqs != nil:
 		r := &b.Reqs[j]
-		return r.Key, int64(r.Cost)
+		return r.Key, r.cost()
 	}
 	it := &b.Items[j]
 	return it.Key, it.Cost

@@ -102,7 +102,8 @@ func TestAtomicStoreMatchesGCRA(t *testing.T) {
 			reqs := make([]flux.Request, 1+rng.IntN(6))
 			want := make([]flux.Decision, len(reqs))
 			for j := range reqs {
-				reqs[j] = flux.Request{Key: keys[rng.IntN(len(keys))], Cost: rng.IntN(3)}
+				c := rng.IntN(3)
+				reqs[j] = flux.Request{Key: keys[rng.IntN(len(keys))], Cost: c, Peek: c == 0}
 				want[j] = step(reqs[j].Key, reqs[j].Cost)
 			}
 			out := make([]flux.Decision, len(reqs))

@@ -56,7 +56,7 @@ type AtomicStoreConfig struct {
 // Each check is a store round trip made from the caller's goroutine (a
 // CheckAsync from a goroutine of the limiter's), never from a shard. When
 // the store implements store.AtomicGCRABatch, a batch is one pipeline, and
-// concurrent single checks are combined into pipelines too (combine.go);
+// concurrent single checks are combined into pipelines too (storecombine.go);
 // otherwise a batch is sent as concurrent calls, the requests for one key
 // in order.
 // The limiter's shards only hold the local fallback: what the store
@@ -121,7 +121,7 @@ type atomicEngine struct {
 
 	checks, checkErrs, fallbacks atomic.Uint64
 
-	comb combiner // single checks pipelined together (combine.go)
+	comb combiner // single checks pipelined together (storecombine.go)
 
 	mirrors  chan mirrorItem // to mirrorLoop (StoreFailLocal only)
 	quit     chan struct{}   // stops mirrorLoop
@@ -434,12 +434,13 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 		b.Errs[i] = err
 	}
 	todo := make([]int, 0, len(reqs)) // items for the store
-	for i, r := range reqs {
-		switch {
-		case int64(r.Cost) > g.Capacity():
-			itemErr(i, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, r.Cost, g.Capacity()))
+	for i := range reqs {
+		r := &reqs[i]
+		switch cost := int64(r.cost()); {
+		case cost > g.Capacity():
+			itemErr(i, fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, g.Capacity()))
 		case e.down(now):
-			b.Out[i], err = e.fallback(ctx, r.Key, int64(r.Cost), g)
+			b.Out[i], err = e.fallback(ctx, r.Key, cost, g)
 			if err != nil {
 				itemErr(i, err)
 			}
@@ -460,7 +461,7 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 		out := make([]Decision, len(todo))
 		ierrs := make([]error, len(todo))
 		for j, i := range todo {
-			keys[j], costs[j] = reqs[i].Key, int64(reqs[i].Cost)
+			keys[j], costs[j] = reqs[i].Key, int64(reqs[i].cost())
 		}
 		err := e.batcher.CheckGCRABatch(bctx, e.name, g, now, keys, costs, out, ierrs)
 		for j, i := range todo {
@@ -491,7 +492,7 @@ func (e *atomicEngine) batch(ctx context.Context, reqs []Request, b *shard.Batch
 			continue
 		}
 		e.failed(now)
-		d, ferr := e.fallback(ctx, reqs[i].Key, int64(reqs[i].Cost), g)
+		d, ferr := e.fallback(ctx, reqs[i].Key, int64(reqs[i].cost()), g)
 		b.Out[i] = d
 		if ferr != nil {
 			itemErr(i, ferr)
@@ -517,7 +518,7 @@ func (e *atomicEngine) parallel(ctx context.Context, reqs []Request, todo []int,
 	}
 	run := func(chain []int) {
 		for _, i := range chain {
-			out[i], failed[i] = e.st.CheckGCRA(ctx, e.name, reqs[i].Key, g, now, int64(reqs[i].Cost))
+			out[i], failed[i] = e.st.CheckGCRA(ctx, e.name, reqs[i].Key, g, now, int64(reqs[i].cost()))
 		}
 	}
 	if len(order) == 1 {

@@ -1,0 +1,104 @@
+package cluster
+
+// What the bus delivers: heartbeats, peers' admissions, checks forwarded
+// to this node as their owner, and state requests from joining nodes.
+
+import (
+	"context"
+	"time"
+
+	flux "github.com/fluxlimiter/flux"
+	"github.com/fluxlimiter/flux/bus"
+)
+
+// handler is the Coordinator's bus.Handler.
+type handler struct{ c *Coordinator }
+
+func (h handler) HandleHeartbeat(hb bus.Heartbeat) { h.c.mem.Observe(hb) }
+
+func (h handler) HandleUpdates(from string, u bus.Updates) {
+	c := h.c
+	e := c.lookup(u.Limiter)
+	if e == nil || e.cfg.Mode == Local || c.state.Load() == stateClosed {
+		c.dropped.Add(uint64(len(u.Items)))
+		return
+	}
+	c.catchMu.Lock()
+	if c.catching {
+		if c.backlogN+len(u.Items) <= maxBacklog {
+			c.backlog = append(c.backlog, u)
+			c.backlogN += len(u.Items)
+		} else {
+			c.dropped.Add(uint64(len(u.Items)))
+		}
+		c.catchMu.Unlock()
+		return
+	}
+	c.catchMu.Unlock()
+	c.apply(e, u.Items)
+}
+
+// apply adds peers' admissions to e's limiter. An item the limiter
+// rejects (a key too long for it) is dropped and counted; the others are
+// applied.
+func (c *Coordinator) apply(e *entry, items []flux.Update) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	errs := make([]error, len(items))
+	if err := e.lim.ApplyEach(ctx, items, errs); err != nil {
+		c.dropped.Add(uint64(len(items)))
+		c.log.Debug("flux cluster: applying updates failed", "limiter", e.name, "err", err)
+		return
+	}
+	bad := 0
+	for _, err := range errs {
+		if err != nil {
+			bad++
+		}
+	}
+	c.dropped.Add(uint64(bad))
+	e.applied.Add(uint64(len(items) - bad))
+}
+
+// HandleForward decides checks forwarded by a peer that takes this node
+// for their owner. It decides even if its own view names another owner:
+// views differ only while membership changes, and refusing would only add
+// a fallback.
+func (h handler) HandleForward(ctx context.Context, from string, checks []bus.Check, out []bus.Result) {
+	c := h.c
+	reqs := make([]flux.Request, len(checks))
+	groups := make(map[string][]int, 1) // by limiter, each in order
+	for i := range checks {
+		// On the bus a cost of 0 is a peek.
+		reqs[i] = flux.Request{Key: checks[i].Key, Cost: checks[i].Cost, Peek: checks[i].Cost == 0}
+		groups[checks[i].Limiter] = append(groups[checks[i].Limiter], i)
+	}
+	answers := make([]Answer, len(checks))
+	errs := make([]error, len(checks))
+	for name, idx := range groups {
+		e, err := c.get(name)
+		if err != nil {
+			for _, i := range idx {
+				errs[i] = err
+			}
+			continue
+		}
+		// decideSome reports invalid checks per item (flux.Limiter.CheckEach).
+		if err := c.decideSome(ctx, e, reqs, idx, answers, errs, pathServed); err != nil {
+			for _, i := range idx {
+				errs[i] = err
+			}
+		}
+	}
+	for i := range out {
+		out[i] = bus.Result{Decision: answers[i].Decision, Err: errs[i]}
+	}
+}
+
+func (h handler) HandleSync(ctx context.Context, from, limiter string) ([]flux.KeyState, error) {
+	e, err := h.c.get(limiter)
+	if err != nil {
+		return nil, err
+	}
+	return e.lim.Snapshot(ctx)
+}
