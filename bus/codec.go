@@ -50,7 +50,7 @@ var codeErrs = [...]error{
 	codeRemote:           ErrRemote,
 	codeUnknownLimiter:   ErrUnknownLimiter,
 	codeInvalidCost:      flux.ErrInvalidCost,
-	codeCostExceedsBurst: flux.ErrCostExceedsBurst,
+	codeCostExceedsBurst: flux.ErrCostExceedsCapacity,
 	codeEmptyKey:         flux.ErrEmptyKey,
 	codeKeyTooLong:       flux.ErrKeyTooLong,
 	codeFull:             flux.ErrFull,
