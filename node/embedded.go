@@ -63,6 +63,9 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	if err := n.clusterServerOptions(cfg, opts); err != nil {
 		return "", err
 	}
+	if cfg, err = cfg.withCredentials(); err != nil {
+		return "", err
+	}
 	n.embAuth = newEmbeddedAuth(cfg)
 	opts.CustomClientAuthentication = n.embAuth
 	if cfg.TLSCert != "" {
@@ -117,6 +120,10 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 // NATS connection made with cfg (the check subcommand's; the node's own
 // with an external NATS).
 func clientAuthOptions(cfg Config) ([]nats.Option, error) {
+	cfg, err := cfg.withCredentials()
+	if err != nil {
+		return nil, err
+	}
 	var opts []nats.Option
 	switch {
 	case cfg.Token != "":

@@ -280,3 +280,49 @@ func TestForgeryCounted(t *testing.T) {
 		t.Fatalf("victim after the forgery: %d %s", r.code, r.data)
 	}
 }
+
+// TestCredentialsFromFileOrEnvironment: the client credential can come
+// from a file or the environment instead of a flag (visible in ps).
+func TestCredentialsFromFileOrEnvironment(t *testing.T) {
+	t.Setenv(EnvToken, "")
+	t.Setenv(EnvPassword, "")
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.TokenFile = file
+	n := startNode(t, cfg)
+	if _, err := nats.Connect(n.ClientURL()); err == nil {
+		t.Fatal("a client without the token from the file was let in")
+	}
+	nc := connect(t, n, nats.Token("from-a-file"))
+	if r := request(t, nc, SubjectCheck, `{"limiter":"api","key":"a"}`); r.code != 0 {
+		t.Fatalf("with the token: %d %s", r.code, r.data)
+	}
+
+	t.Setenv(EnvToken, "from-the-environment")
+	n = startNode(t, testConfig(t))
+	if _, err := nats.Connect(n.ClientURL(), nats.Token("wrong")); err == nil {
+		t.Fatal("FLUX_TOKEN was not required")
+	}
+	connect(t, n, nats.Token("from-the-environment"))
+
+	t.Setenv(EnvPassword, "pa55-env")
+	cfg = testConfig(t)
+	cfg.User = "flux"
+	n = startNode(t, cfg)
+	if _, err := nats.Connect(n.ClientURL(), nats.UserInfo("flux", "nope")); err == nil {
+		t.Fatal("FLUX_PASSWORD was not required")
+	}
+	connect(t, n, nats.UserInfo("flux", "pa55-env"))
+
+	t.Setenv(EnvPassword, "")
+	if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), EnvPassword) {
+		t.Fatalf("user without any password: %v", err)
+	}
+	cfg.PasswordFile = filepath.Join(t.TempDir(), "missing")
+	if err := cfg.Validate(); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing password file: %v", err)
+	}
+}

@@ -69,7 +69,11 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",
 		func(c *node.Config, v string) { c.Token = v })
 	str("user", "NATS `USER` (with --password)", func(c *node.Config, v string) { c.User = v })
-	str("password", "NATS `PASSWORD` (with --user)", func(c *node.Config, v string) { c.Password = v })
+	str("password", "NATS `PASSWORD` (with --user); prefer --password-file or "+node.EnvPassword+": flags show in the process list", func(c *node.Config, v string) { c.Password = v })
+	str("token-file", "`FILE` holding the NATS token (default: the environment variable "+node.EnvToken+" when no --token or --user is given)",
+		func(c *node.Config, v string) { c.TokenFile = v })
+	str("password-file", "`FILE` holding the password of --user (default: the environment variable "+node.EnvPassword+")",
+		func(c *node.Config, v string) { c.PasswordFile = v })
 	str("tls-cert", "PEM certificate `FILE` of the embedded server (the client certificate with --nats-url)",
 		func(c *node.Config, v string) { c.TLSCert = v })
 	str("tls-key", "PEM key `FILE` of --tls-cert", func(c *node.Config, v string) { c.TLSKey = v })
@@ -259,7 +263,7 @@ func hint(cfg node.Config, url string) string {
 		parts = append(parts, "--nats-url", url)
 	}
 	switch {
-	case cfg.Token != "":
+	case cfg.Token != "" || cfg.TokenFile != "" || (cfg.User == "" && os.Getenv(node.EnvToken) != ""):
 		parts = append(parts, "--token", "TOKEN")
 	case cfg.User != "":
 		parts = append(parts, "--user", cfg.User, "--password", "PASSWORD")
