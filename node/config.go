@@ -99,6 +99,10 @@ type Config struct {
 	// variables FLUX_TOKEN and FLUX_PASSWORD are read (Credentials).
 	TokenFile    string `yaml:"token_file"`
 	PasswordFile string `yaml:"password_file"`
+	// ClientUsers are clients of the embedded server with users of their
+	// own, each confined to its own reply inbox (YAML only; see
+	// ClientUser).
+	ClientUsers []ClientUser `yaml:"client_users"`
 	// TLSCert and TLSKey are the PEM certificate and key of the embedded
 	// server (--tls-cert, --tls-key); with NATSURL they are the node's
 	// client certificate. TLSCA is the PEM CA bundle the node's connection
@@ -421,6 +425,7 @@ func (c Config) Validate() error {
 	if math.IsNaN(c.TraceSample) || c.TraceSample < 0 || c.TraceSample > 1 {
 		bad("trace_sample (--trace-sample) %v: want more than 0, at most 1 (0: %v)", c.TraceSample, DefaultTraceSample)
 	}
+	problems = append(problems, c.validateClientUsers()...)
 	problems = append(problems, c.validateCluster()...)
 	problems = append(problems, c.validateStore()...)
 	return errors.Join(problems...)

@@ -65,3 +65,106 @@ func (c Config) withCredentials() (Config, error) {
 	c.Token, c.Password = token, password
 	return c, nil
 }
+
+// ClientUser is a client of the embedded server with a NATS user of its
+// own (client_users in the YAML file). Like the shared credential it may
+// publish requests on flux.v1.> and $SRV.>, but it may subscribe only to
+// its own inbox prefix, so that no client reads another's replies; it
+// must connect with that prefix (nats.go: nats.CustomInboxPrefix, or
+// client.InboxPrefix; nats.js: the inboxPrefix connection option).
+type ClientUser struct {
+	// User is the NATS user name: 1 to 64 of A-Z a-z 0-9 _ -.
+	User string `yaml:"user"`
+	// PasswordFile is a file holding its password; PasswordEnv names an
+	// environment variable holding it instead. One of them is required.
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+	// InboxPrefix is the prefix of its reply subjects
+	// (DefaultUserInboxPrefix(User) when empty); it may subscribe to
+	// InboxPrefix.> only.
+	InboxPrefix string `yaml:"inbox_prefix"`
+}
+
+// DefaultUserInboxPrefix is a client user's inbox prefix unless
+// configured: _INBOX_<user>, outside _INBOX.> (the shared credential's
+// inboxes) and outside every other user's.
+func DefaultUserInboxPrefix(user string) string { return "_INBOX_" + user }
+
+func (u ClientUser) inboxPrefix() string {
+	if u.InboxPrefix == "" {
+		return DefaultUserInboxPrefix(u.User)
+	}
+	return u.InboxPrefix
+}
+
+func (u ClientUser) password() (string, error) {
+	if u.PasswordFile != "" {
+		return secretValue("", u.PasswordFile, fmt.Sprintf("client_users %q: password_file", u.User), "", false)
+	}
+	return strings.TrimSpace(os.Getenv(u.PasswordEnv)), nil
+}
+
+// validateClientUsers reports the problems of client_users.
+func (c Config) validateClientUsers() []error {
+	var problems []error
+	bad := func(format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%w: client_users: %s", ErrInvalidConfig, fmt.Sprintf(format, args...)))
+	}
+	if len(c.ClientUsers) > 0 && c.NATSURL != "" {
+		bad("they are users of the embedded server; with nats_url (--nats-url) give clients users in that deployment (docs/PROTOCOL.md)")
+	}
+	users, prefixes := map[string]bool{}, map[string]string{}
+	for _, u := range c.ClientUsers {
+		switch {
+		case !validToken(u.User):
+			bad("user %q: want 1 to 64 of A-Z a-z 0-9 _ -", u.User)
+			continue
+		case users[u.User] || u.User == c.User || u.User == nodeUserName:
+			bad("user %q given twice (or as user, or reserved)", u.User)
+		}
+		users[u.User] = true
+		p := u.inboxPrefix()
+		if !validInboxPrefix(p) {
+			bad("user %q: inbox_prefix %q: want tokens of A-Z a-z 0-9 _ - separated by dots, not under _INBOX, _FLUX, flux or $", u.User, p)
+		} else if other, ok := prefixes[p]; ok {
+			bad("users %q and %q share the inbox prefix %q: each would read the other's replies", other, u.User, p)
+		}
+		prefixes[p] = u.User
+		if (u.PasswordFile == "") == (u.PasswordEnv == "") {
+			bad("user %q: give password_file or password_env (one of them)", u.User)
+			continue
+		}
+		if pw, err := u.password(); err != nil {
+			problems = append(problems, err)
+		} else if pw == "" {
+			bad("user %q: empty password", u.User)
+		}
+	}
+	return problems
+}
+
+func validToken(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validInboxPrefix: literal subject tokens, outside the subjects whose
+// subscription would let a client read others' replies or the service's
+// traffic.
+func validInboxPrefix(p string) bool {
+	for _, t := range strings.Split(p, ".") {
+		if !validToken(t) {
+			return false
+		}
+	}
+	first := strings.SplitN(p, ".", 2)[0]
+	return first != DefaultInboxPrefix && first != "_FLUX" && first != "flux"
+}

@@ -192,9 +192,16 @@ func ClientPermissions(inboxPrefix string) *server.Permissions {
 // embeddedAuth is the embedded server's server.Authentication. Safe for
 // simultaneous use (read-only after creation).
 type embeddedAuth struct {
-	token, user, password  string // the clients' credential; none: anyone on the client port
+	token, user, password  string // the clients' shared credential
+	anyone                 bool   // no client credential configured: anyone on the client port
 	nodeUser, nodePassword string // the node's own connections
 	clients                *server.Permissions
+	users                  map[string]clientUser // client_users
+}
+
+type clientUser struct {
+	password string
+	perms    *server.Permissions
 }
 
 // nodeUserName is the user the node's own connections log in as.
@@ -210,6 +217,15 @@ func newEmbeddedAuth(cfg Config) *embeddedAuth {
 	case cfg.User != "":
 		a.user, a.password = cfg.User, cfg.Password
 	}
+	a.users = make(map[string]clientUser, len(cfg.ClientUsers))
+	for _, u := range cfg.ClientUsers {
+		pw, err := u.password()
+		if err != nil || pw == "" {
+			continue // validated: only if the file changed since
+		}
+		a.users[u.User] = clientUser{password: pw, perms: ClientPermissions(u.inboxPrefix())}
+	}
+	a.anyone = a.token == "" && a.user == "" && len(cfg.ClientUsers) == 0
 	return a
 }
 
@@ -228,15 +244,19 @@ func (a *embeddedAuth) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: a.nodeUser}) // no permissions: everything
 		return true
 	}
+	if u, ok := a.users[o.Username]; ok {
+		if !equal(o.Password, u.password) {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: o.Username, Permissions: u.perms})
+		return true
+	}
 	switch {
-	case a.token != "":
-		if !equal(o.Token, a.token) {
-			return false
-		}
-	case a.user != "":
-		if !equal(o.Username, a.user) || !equal(o.Password, a.password) {
-			return false
-		}
+	case a.anyone:
+	case a.token != "" && equal(o.Token, a.token):
+	case a.user != "" && equal(o.Username, a.user) && equal(o.Password, a.password):
+	default:
+		return false
 	}
 	c.RegisterUser(&server.User{Username: "flux-client", Permissions: a.clients})
 	return true

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fluxlimiter/flux/bus"
+	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/cluster/clustertest"
 )
 
@@ -324,5 +325,65 @@ func TestCredentialsFromFileOrEnvironment(t *testing.T) {
 	cfg.PasswordFile = filepath.Join(t.TempDir(), "missing")
 	if err := cfg.Validate(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing password file: %v", err)
+	}
+}
+
+// TestClientUsersOwnInboxes: clients with users of their own may
+// subscribe only to their own inbox prefix, so none reads another's
+// replies (here: mallory subscribes to alice's inboxes, and to _INBOX.>,
+// and is refused both), while each checks through its prefix; anonymous
+// clients are refused once users are configured.
+func TestClientUsersOwnInboxes(t *testing.T) {
+	t.Setenv("ALICE_PW", "alice-pw")
+	t.Setenv("MALLORY_PW", "mallory-pw")
+	cfg := testConfig(t)
+	cfg.ClientUsers = []ClientUser{{User: "alice", PasswordEnv: "ALICE_PW"}, {User: "mallory", PasswordEnv: "MALLORY_PW"}}
+	n := startNode(t, cfg)
+	if _, err := nats.Connect(n.ClientURL()); err == nil {
+		t.Fatal("an anonymous client was let in")
+	}
+	alice := connect(t, n, nats.UserInfo("alice", "alice-pw"), client.InboxPrefix(DefaultUserInboxPrefix("alice")))
+	var v violations
+	mallory := connect(t, n, nats.UserInfo("mallory", "mallory-pw"), client.InboxPrefix("_INBOX_mallory"), nats.ErrorHandler(v.handler))
+	stolen := make(chan *nats.Msg, 16)
+	for _, s := range []string{"_INBOX_alice.>", "_INBOX.>", ">"} {
+		if _, err := mallory.ChanSubscribe(s, stolen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = mallory.Flush()
+	waitFor(t, "mallory's subscriptions refused", 5*time.Second, func() bool { return v.about("_INBOX_alice.>") && v.about("_INBOX.>") })
+	for _, nc := range []*nats.Conn{alice, mallory} {
+		if r := request(t, nc, SubjectCheck, `{"limiter":"api","key":"a"}`); r.code != 0 {
+			t.Fatalf("check through %s: %d %s", nc.Opts.User, r.code, r.data)
+		}
+	}
+	c := client.New(alice)
+	if d, err := c.Check(t.Context(), "api", "b", 1); err != nil || !d.Allowed {
+		t.Fatalf("Go client with its inbox prefix: %v %v", d, err)
+	}
+	select {
+	case m := <-stolen:
+		t.Fatalf("mallory read a reply on %s", m.Subject)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Without its prefix, alice cannot receive replies.
+	plain := connect(t, n, nats.UserInfo("alice", "alice-pw"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if _, err := plain.Request(SubjectCheck, []byte(`{"limiter":"api","key":"a"}`), 500*time.Millisecond); err == nil {
+		t.Fatal("alice received a reply on _INBOX.>")
+	}
+
+	bad := testConfig(t)
+	bad.ClientUsers = []ClientUser{
+		{User: "w", PasswordEnv: "ALICE_PW", InboxPrefix: "_INBOX.w"},
+		{User: "x", PasswordEnv: "ALICE_PW", InboxPrefix: "_INBOX_xy"},
+		{User: "y", PasswordEnv: "ALICE_PW", InboxPrefix: "_INBOX_xy"},
+		{User: "z"},
+	}
+	err := bad.Validate()
+	for _, want := range []string{`"_INBOX.w"`, "share the inbox prefix", `user "z": give password_file or password_env`} {
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want it to mention %s", err, want)
+		}
 	}
 }
