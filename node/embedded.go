@@ -136,13 +136,21 @@ func clientAuthOptions(cfg Config) ([]nats.Option, error) {
 
 // nodeAuthOptions are the credentials and TLS settings of the node's own
 // connections (the service's, the store's): with the embedded server, its
-// internal credential, which no client holds; else the configured one.
+// internal credential, which no client holds, and replies under
+// nodeInboxPrefix, which no client may subscribe to (clients may read
+// _INBOX.>, where the node's forwarded checks and store reads would
+// otherwise be answered); else the configured credential.
 func (n *Node) nodeAuthOptions(cfg Config) ([]nats.Option, error) {
 	if n.embAuth == nil {
 		return clientAuthOptions(cfg)
 	}
-	return append([]nats.Option{nats.UserInfo(n.embAuth.nodeUser, n.embAuth.nodePassword)}, tlsOptions(cfg)...), nil
+	opts := []nats.Option{nats.UserInfo(n.embAuth.nodeUser, n.embAuth.nodePassword), nats.CustomInboxPrefix(nodeInboxPrefix)}
+	return append(opts, tlsOptions(cfg)...), nil
 }
+
+// nodeInboxPrefix is where the node's own connections to the embedded
+// server receive replies.
+const nodeInboxPrefix = "_FLUX_NODE_INBOX"
 
 // tlsOptions are the TLS settings of a connection made with cfg.
 func tlsOptions(cfg Config) []nats.Option {

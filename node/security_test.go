@@ -253,6 +253,16 @@ func TestClientCannotReachInternals(t *testing.T) {
 	if got := n.Cluster().Members(); got != 1 {
 		t.Fatalf("%d members, want 1", got)
 	}
+	// The node's own requests (forwards, store reads) are answered where
+	// clients may not subscribe.
+	if p := n.nc.Opts.InboxPrefix; p == "" || strings.HasPrefix(p, DefaultInboxPrefix+".") || p == DefaultInboxPrefix {
+		t.Fatalf("the node's inbox prefix %q is readable by clients", p)
+	}
+	if _, err := nc.Subscribe(nodeInboxPrefix+".>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	waitFor(t, "the node's inboxes refused", 5*time.Second, func() bool { return v.about(nodeInboxPrefix) })
 }
 
 // TestForgeryCounted: what reaches the internal subjects unsigned (here
