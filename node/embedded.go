@@ -148,6 +148,19 @@ func (n *Node) nodeAuthOptions(cfg Config) ([]nats.Option, error) {
 	return append(opts, tlsOptions(cfg)...), nil
 }
 
+// ServiceOptions are the connection options that log in to the node's
+// embedded server with the node's own rights (every subject), for a
+// program that embeds the node and serves subjects of its own beside it
+// (a benchmark's echo responder). Never hand them to clients: they could
+// then answer for the service. Nil when the node has no embedded server
+// or is not started. Safe for simultaneous use once Start has returned.
+func (n *Node) ServiceOptions() []nats.Option {
+	if n.embAuth == nil {
+		return nil
+	}
+	return []nats.Option{nats.UserInfo(n.embAuth.nodeUser, n.embAuth.nodePassword)}
+}
+
 // nodeInboxPrefix is where the node's own connections to the embedded
 // server receive replies.
 const nodeInboxPrefix = "_FLUX_NODE_INBOX"
