@@ -12,9 +12,11 @@
 // coalesces hits).
 //
 // Every message is encoded in the compact binary format documented in
-// docs/CLUSTER.md, by the NATS bus on the wire and by the in-memory bus too,
-// so tests exercise the codec. Malformed messages are dropped and counted,
-// never trusted.
+// docs/PROTOCOL.md, by the NATS bus on the wire and by the in-memory bus
+// too, so tests exercise the codec. Unless a bus is explicitly Insecure,
+// every message is sealed in an envelope signed with the cluster secret
+// (Security, auth.go); messages that do not verify, are replays, or are
+// malformed are dropped and counted (Stats), never trusted.
 package bus
 
 import (

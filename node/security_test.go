@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -394,6 +395,38 @@ func TestClientUsersOwnInboxes(t *testing.T) {
 	for _, want := range []string{`"_INBOX.w"`, "share the inbox prefix", `user "z": give password_file or password_env`} {
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want it to mention %s", err, want)
+		}
+	}
+}
+
+// TestRouteListenBeyondLoopbackWarns: --cluster-listen :PORT binds every
+// interface; the node says so.
+func TestRouteListenBeyondLoopbackWarns(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		warn bool
+	}{{"", true}, {"127.0.0.1", false}} {
+		ports, err := clustertest.FreePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := clusteredConfig(t)
+		cfg.ClusterListen = fmt.Sprintf("%s:%d", tt.host, ports[0])
+		cfg.Routes = Routes{fmt.Sprintf("nats-route://127.0.0.1:%d", ports[0])}
+		var buf syncBuffer
+		n, err := New(cfg, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = n.Start(ctx)
+		cancel()
+		_ = n.Shutdown(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(buf.String(), "routes listen beyond loopback"); got != tt.warn {
+			t.Errorf("cluster_listen %q: warned %v, want %v; log:\n%s", cfg.ClusterListen, got, tt.warn, buf.String())
 		}
 	}
 }
