@@ -369,9 +369,9 @@ func BenchmarkSealGossip(b *testing.B) {
 	enc := func(dst []byte) []byte { return appendUpdates(dst, &u) }
 	for _, secure := range []bool{false, true} {
 		name := "plain"
-		sec := Security{Insecure: true}
+		sec := Security{Insecure: true, PeerItemsPerSecond: -1}
 		if secure {
-			name, sec = "signed", Security{Secret: testSecret}
+			name, sec = "signed", Security{Secret: testSecret, PeerItemsPerSecond: -1}
 		}
 		tx, rx := newGuard("a", "c", sec), newGuard("b", "c", sec)
 		h := &recorder{}
