@@ -67,6 +67,15 @@ type ClusterConfig struct {
 	// YAML: a config file is often readable by more people than a secret
 	// should be.
 	ClusterSecret []byte `yaml:"-"`
+	// ClusterTLSCert and ClusterTLSKey are the PEM certificate and key the
+	// embedded server presents on its routes, and ClusterTLSCA the CA its
+	// peers' certificates must be signed by (--cluster-tls-cert,
+	// --cluster-tls-key, --cluster-tls-ca; all three or none). Optional:
+	// without them routes are authenticated (the route password) but not
+	// encrypted.
+	ClusterTLSCert string `yaml:"cluster_tls_cert"`
+	ClusterTLSKey  string `yaml:"cluster_tls_key"`
+	ClusterTLSCA   string `yaml:"cluster_tls_ca"`
 }
 
 // EnvClusterSecret is the environment variable a clustered node reads its
@@ -102,6 +111,13 @@ func (c Config) clusterSecret() ([]byte, error) {
 		return nil, fmt.Errorf("%w (%s holds %d)", errNoSecret, from, len(s))
 	}
 	return s, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // routeUser is the user the embedded servers' routes log in as; its
@@ -238,6 +254,11 @@ func (c Config) validateCluster() []error {
 	if c.NATSURL == "" && len(c.Routes) > 0 && c.ClusterListen == "" {
 		bad("routes (--routes) need cluster_listen (--cluster-listen): the route port of this node's embedded server")
 	}
+	if n := btoi(c.ClusterTLSCert != "") + btoi(c.ClusterTLSKey != "") + btoi(c.ClusterTLSCA != ""); n != 0 && n != 3 {
+		bad("cluster_tls_cert, cluster_tls_key and cluster_tls_ca go together")
+	} else if n == 3 && c.ClusterListen == "" {
+		bad("cluster_tls_cert, cluster_tls_key and cluster_tls_ca are for the routes of cluster_listen (--cluster-listen)")
+	}
 	if c.ClusterSecretFile != "" {
 		if _, err := c.clusterSecret(); err != nil {
 			problems = append(problems, err)
@@ -318,6 +339,16 @@ func (n *Node) clusterServerOptions(cfg Config, opts *server.Options) error {
 	}
 	for _, r := range opts.Routes {
 		r.User = url.UserPassword(routeUser, pw)
+	}
+	if cfg.ClusterTLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: cfg.ClusterTLSCert, KeyFile: cfg.ClusterTLSKey, CaFile: cfg.ClusterTLSCA, Verify: true, Timeout: 2,
+		})
+		if err != nil {
+			return fmt.Errorf("flux-node: route TLS (--cluster-tls-cert, --cluster-tls-key, --cluster-tls-ca): %w", err)
+		}
+		tc.RootCAs = tc.ClientCAs // the same CA both ways, as nats-server's config file does for routes
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
 	}
 	if ip := net.ParseIP(host); host == "" || ip == nil || !ip.IsLoopback() {
 		n.log.Warn("NATS routes listen beyond loopback: other machines can reach the route port; it takes only servers that log in with the cluster secret's route password, but traffic on it is not encrypted: keep it on a private network",

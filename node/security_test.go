@@ -430,3 +430,41 @@ func TestRouteListenBeyondLoopbackWarns(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteTLS: with cluster_tls_* the routes use TLS with certificates
+// both ways: two nodes form their cluster, and a server that has the
+// route password but no certificate is refused.
+func TestRouteTLS(t *testing.T) {
+	ca, cert, key := writeCerts(t, t.TempDir())
+	ports, err := clustertest.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var routes Routes
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var nodes []*Node
+	for i, p := range ports {
+		cfg := clusterNodeConfig(t, i, map[string]LimiterConfig{"api": {Rate: 1, LimiterClusterConfig: LimiterClusterConfig{Mode: "best-effort"}}})
+		cfg.ClusterListen = fmt.Sprintf("127.0.0.1:%d", p)
+		cfg.Routes = routes
+		cfg.ClusterTLSCert, cfg.ClusterTLSKey, cfg.ClusterTLSCA = cert, key, ca
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	waitFor(t, "two members over TLS routes", 10*time.Second, func() bool {
+		return nodes[0].Cluster().Members() == 2 && nodes[1].Cluster().Members() == 2
+	})
+	plain := routeServer(t, fmt.Sprintf("127.0.0.1:%d", ports[0]), url.UserPassword(routeUser, routePassword(testClusterSecret, DefaultClusterName)))
+	time.Sleep(1500 * time.Millisecond)
+	if plain.NumRoutes() != 0 {
+		t.Fatal("a route without TLS was accepted")
+	}
+
+	bad := testConfig(t)
+	bad.ClusterListen = "127.0.0.1:1"
+	bad.ClusterTLSCert = cert
+	if err := bad.Validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "go together") {
+		t.Fatalf("cluster_tls_cert alone: %v", err)
+	}
+}

@@ -64,6 +64,10 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		func(c *node.Config, v string) { c.Routes = node.ParseRoutes(v) })
 	str("cluster-secret-file", "`FILE` holding the cluster secret, the same on every node, at least 32 bytes (default: the environment variable "+node.EnvClusterSecret+"); required in a cluster",
 		func(c *node.Config, v string) { c.ClusterSecretFile = v })
+	str("cluster-tls-cert", "PEM certificate `FILE` the embedded server presents on its routes (with --cluster-tls-key and --cluster-tls-ca: routes then use TLS)",
+		func(c *node.Config, v string) { c.ClusterTLSCert = v })
+	str("cluster-tls-key", "PEM key `FILE` of --cluster-tls-cert", func(c *node.Config, v string) { c.ClusterTLSKey = v })
+	str("cluster-tls-ca", "PEM CA `FILE` the route peers' certificates must be signed by", func(c *node.Config, v string) { c.ClusterTLSCA = v })
 	str("log-level", "`LEVEL`: debug, info, warn or error (default info)",
 		func(c *node.Config, v string) { c.LogLevel = v })
 	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",
