@@ -105,6 +105,7 @@ type Metrics struct {
 	members     *prometheus.GaugeVec
 	answers     *prometheus.CounterVec
 	mismatches  *prometheus.CounterVec
+	refused     prometheus.Counter
 
 	limiters  bounded // limiter names seen
 	endpoints bounded
@@ -183,6 +184,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "flux_cluster_config_mismatches_total",
 			Help: "Heartbeats from peers whose limiter configuration differs from this node's.",
 		}, nil),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flux_node_replies_refused_total",
+			Help: "Requests flux-node dropped unanswered because their reply subject is not an allowed inbox (reply_prefixes).",
+		}),
 		limiters:  bounded{max: MaxLimiters},
 		endpoints: bounded{max: MaxEndpoints},
 		tracked:   make(map[string]*flux.Limiter),
@@ -190,7 +195,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	cs := []prometheus.Collector{
 		m.decisions, m.errs, m.checkDur, m.requestDur, m.cleanRemove, m.cleanDur,
 		m.storeOps, m.storeDur, m.gossip, m.members, m.answers, m.mismatches,
-		(*shardCollector)(m),
+		m.refused, (*shardCollector)(m),
 	}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -503,6 +508,16 @@ func (m *Metrics) Answer(limiter, path string) {
 		path = KindOther
 	}
 	m.answers.WithLabelValues(m.limiters.label(limiter), path).Inc()
+}
+
+// ReplyRefused counts a request flux-node dropped because its reply
+// subject is not one it may publish on, in
+// flux_node_replies_refused_total.
+func (m *Metrics) ReplyRefused() {
+	if m == nil {
+		return
+	}
+	m.refused.Inc()
 }
 
 // ConfigMismatch counts a heartbeat from a peer whose limiter

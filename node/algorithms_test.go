@@ -38,47 +38,46 @@ func algorithmsConfig(t testing.TB) Config {
 	return cfg
 }
 
-// Every algorithm through the node, on both paths: three admissions, then
+// Every algorithm through the node: three admissions, then
 // a denial that says when to retry; only the leaky bucket asks to wait.
 func TestAlgorithmsThroughNode(t *testing.T) {
-	paths(t, func() Config { return algorithmsConfig(t) }, func(t *testing.T, n *Node) {
-		nc := connect(t, n)
-		for name := range algorithmLimiters() {
-			t.Run(name, func(t *testing.T) {
-				var delays []int64
-				for i := range 3 {
-					r := request(t, nc, SubjectCheck, fmt.Sprintf(`{"limiter":%q,"key":"k"}`, name))
-					d := decodeDecision(t, r.data)
-					if r.code != 0 || !d.complete() || !*d.Allowed || *d.Limit != 3 || *d.Remaining != int64(2-i) {
-						t.Fatalf("check %d = %d %s, want allowed, limit 3, remaining %d", i, r.code, r.data, 2-i)
-					}
-					delays = append(delays, *d.DelayNS)
-				}
+	n := startNode(t, algorithmsConfig(t))
+	nc := connect(t, n)
+	for name := range algorithmLimiters() {
+		t.Run(name, func(t *testing.T) {
+			var delays []int64
+			for i := range 3 {
 				r := request(t, nc, SubjectCheck, fmt.Sprintf(`{"limiter":%q,"key":"k"}`, name))
 				d := decodeDecision(t, r.data)
-				if r.code != 0 || !d.complete() || *d.Allowed || *d.Remaining != 0 || *d.RetryAfterNS <= 0 {
-					t.Fatalf("fourth check = %d %s, want denied with retry_after_ns > 0", r.code, r.data)
+				if r.code != 0 || !d.complete() || !*d.Allowed || *d.Limit != 3 || *d.Remaining != int64(2-i) {
+					t.Fatalf("check %d = %d %s, want allowed, limit 3, remaining %d", i, r.code, r.data, 2-i)
 				}
-				if name != "leaky" {
-					if delays[0] != 0 || delays[1] != 0 || delays[2] != 0 {
-						t.Fatalf("delay_ns = %v, want 0 for %s", delays, name)
-					}
-					return
+				delays = append(delays, *d.DelayNS)
+			}
+			r := request(t, nc, SubjectCheck, fmt.Sprintf(`{"limiter":%q,"key":"k"}`, name))
+			d := decodeDecision(t, r.data)
+			if r.code != 0 || !d.complete() || *d.Allowed || *d.Remaining != 0 || *d.RetryAfterNS <= 0 {
+				t.Fatalf("fourth check = %d %s, want denied with retry_after_ns > 0", r.code, r.data)
+			}
+			if name != "leaky" {
+				if delays[0] != 0 || delays[1] != 0 || delays[2] != 0 {
+					t.Fatalf("delay_ns = %v, want 0 for %s", delays, name)
 				}
-				// The queue of 3 drains at 1/s: act now, in about 1 s, in
-				// about 2 s (less the time between the requests, generous
-				// on a loaded machine).
-				if delays[0] != 0 || delays[1] <= int64(500*time.Millisecond) || delays[1] > int64(time.Second) ||
-					delays[2] <= delays[1]+int64(500*time.Millisecond) || delays[2] > int64(2*time.Second) {
-					t.Fatalf("leaky-bucket delay_ns = %v, want about 0, 1s, 2s", delays)
-				}
-			})
-		}
-		// A cost above a window limiter's capacity is an error, not a denial.
-		if r := request(t, nc, SubjectCheck, `{"limiter":"log","key":"other","cost":4}`); r.code != 400 || !strings.Contains(string(r.data), "cost_exceeds_capacity") {
-			t.Fatalf("cost 4 on limit 3 = %d %s, want 400 cost_exceeds_capacity", r.code, r.data)
-		}
-	})
+				return
+			}
+			// The queue of 3 drains at 1/s: act now, in about 1 s, in
+			// about 2 s (less the time between the requests, generous
+			// on a loaded machine).
+			if delays[0] != 0 || delays[1] <= int64(500*time.Millisecond) || delays[1] > int64(time.Second) ||
+				delays[2] <= delays[1]+int64(500*time.Millisecond) || delays[2] > int64(2*time.Second) {
+				t.Fatalf("leaky-bucket delay_ns = %v, want about 0, 1s, 2s", delays)
+			}
+		})
+	}
+	// A cost above a window limiter's capacity is an error, not a denial.
+	if r := request(t, nc, SubjectCheck, `{"limiter":"log","key":"other","cost":4}`); r.code != 400 || !strings.Contains(string(r.data), "cost_exceeds_capacity") {
+		t.Fatalf("cost 4 on limit 3 = %d %s, want 400 cost_exceeds_capacity", r.code, r.data)
+	}
 }
 
 // The batch endpoint decides every algorithm in one request; the leaky

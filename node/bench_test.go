@@ -51,14 +51,17 @@ func BenchmarkHandlerCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Shutdown(context.Background())
-	h := newHandler(n)
+	w, pub := pipelineOf(n, kindCheck)
+	m := msg(kindCheck, nil)
+	msgs := []*nats.Msg{m}
 	bodies := checkBodies()
 	i := 0
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		if _, e := h.check(bodies[i%benchKeys]); e.Code != 0 {
-			b.Fatal(e)
+		m.Data = bodies[i%benchKeys]
+		if w.serve(msgs); pub.last().code != "" {
+			b.Fatal(pub.replies[0])
 		}
 		i++
 	}
@@ -116,7 +119,9 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Shutdown(context.Background())
-	h := newHandler(n)
+	w, pub := pipelineOf(n, kindBatch)
+	m := msg(kindBatch, nil)
+	msgs := []*nats.Msg{m}
 	bodies := make([][]byte, 100)
 	for i := range bodies {
 		bodies[i] = batchBody(i*100, 100)
@@ -125,8 +130,9 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		if _, e := h.batch(bodies[i%len(bodies)]); e.Code != 0 {
-			b.Fatal(e)
+		m.Data = bodies[i%len(bodies)]
+		if w.serve(msgs); pub.last().code != "" {
+			b.Fatal(pub.replies[0])
 		}
 		i++
 	}
@@ -140,8 +146,8 @@ func BenchmarkHandlerBatch100(b *testing.B) {
 // reply subscription per connection (no per-request inbox or timer), so
 // the client costs little next to the NATS server and the node, which all
 // share the machine's cores.
-func benchNATS(b *testing.B, bodies [][]byte, keysPer int, microOnly bool) {
-	n := startNodeWith(b, benchConfig(b), microOnly)
+func benchNATS(b *testing.B, bodies [][]byte, keysPer int) {
+	n := startNode(b, benchConfig(b))
 	driveNATS(b, n, SubjectCheck+suffixFor(keysPer), bodies, keysPer)
 }
 
@@ -216,8 +222,8 @@ func driveNATS(b *testing.B, n *Node, subject string, bodies [][]byte, keysPer i
 	// per check: unlike checks/s it hardly depends on what else runs on a
 	// shared machine, and 2 cores / cpu-ns/check bounds the throughput.
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*keysPer), "cpu-ns/check")
-	if g := n.lanes.groups.Load(); g > 0 {
-		b.ReportMetric(float64(n.lanes.requests.Load())/float64(g), "reqs/group")
+	if g := n.svc.doors[0].groups.Load(); g > 0 {
+		b.ReportMetric(float64(n.svc.doors[0].requests.Load())/float64(g), "reqs/group")
 	}
 }
 
@@ -246,8 +252,7 @@ func suffixFor(keysPer int) string {
 // connections, through the embedded NATS server (client, server and node
 // share the machine's cores).
 func BenchmarkNATSCheck(b *testing.B) {
-	b.Run("lanes", func(b *testing.B) { benchNATS(b, checkBodies(), 1, false) })
-	b.Run("micro", func(b *testing.B) { benchNATS(b, checkBodies(), 1, true) })
+	benchNATS(b, checkBodies(), 1)
 }
 
 // BenchmarkNATSEcho is the floor under BenchmarkNATSCheck: the same load
@@ -255,7 +260,7 @@ func BenchmarkNATSCheck(b *testing.B) {
 // from an async queue subscription on the node's own connection, doing
 // no work.
 func BenchmarkNATSEcho(b *testing.B) {
-	n := startNodeWith(b, benchConfig(b), true)
+	n := startNode(b, benchConfig(b))
 	reply := []byte(`{"allowed":true,"limit":1000001,"remaining":1000000,"retry_after_ns":0,"reset_after_ns":1,"delay_ns":0}`)
 	for range 4 {
 		if _, err := n.nc.QueueSubscribe("echo", "q", func(m *nats.Msg) { m.Respond(reply) }); err != nil {
@@ -271,6 +276,5 @@ func BenchmarkNATSBatch100(b *testing.B) {
 	for i := range bodies {
 		bodies[i] = batchBody(i*100, 100)
 	}
-	b.Run("lanes", func(b *testing.B) { benchNATS(b, bodies, 100, false) })
-	b.Run("micro", func(b *testing.B) { benchNATS(b, bodies, 100, true) })
+	benchNATS(b, bodies, 100)
 }

@@ -6,27 +6,23 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/bus"
 	"github.com/fluxlimiter/flux/cluster"
-	"github.com/fluxlimiter/flux/internal/wire"
 	"github.com/fluxlimiter/flux/metrics"
 )
 
 // This file wires the Coordinator (bus/, cluster/, docs/CLUSTER.md) into
-// the node: its life cycle across Start, Reload and Shutdown, the check
-// paths of non-local limiters and the export of its counters
-// (metrics.ClusterCollector). Its configuration is in clusterconfig.go.
+// the node: its life cycle across Start, Reload and Shutdown and the
+// export of its counters (metrics.ClusterCollector). Its configuration is
+// in clusterconfig.go; it decides checks as a decider (decide.go).
 
 // nodeCluster is a node's part of the cluster.
 type nodeCluster struct {
@@ -37,10 +33,6 @@ type nodeCluster struct {
 	// serverOptions, set by tests before Start, adjusts the embedded
 	// server's options.
 	serverOptions func(*server.Options)
-
-	// checkLane and batchLane are the lanes' channels (lanes.go), where
-	// handOff passes the micro endpoints' requests.
-	checkLane, batchLane atomic.Pointer[chan *nats.Msg]
 
 	// collector exports the Coordinator's counters (metrics/cluster.go),
 	// registered when the node first joins.
@@ -186,153 +178,6 @@ func (n *Node) stopCluster() {
 
 // Cluster returns the node's Coordinator, nil if it is not clustered.
 func (n *Node) Cluster() *cluster.Coordinator { return n.cl.coord.Load() }
-
-// lane returns where the lane of subject keeps its channel.
-func (c *nodeCluster) lane(subject string) *atomic.Pointer[chan *nats.Msg] {
-	if subject == SubjectCheck {
-		return &c.checkLane
-	}
-	return &c.batchLane
-}
-
-// handOff passes a request that reached a micro endpoint to the lane of
-// its subject, when the node is clustered, and reports whether it did. A
-// micro endpoint is one subscription, which delivers its requests one at a
-// time: a check forwarded to its key's owner would hold the requests
-// queued behind it for a network round trip each (in a closed-loop
-// benchmark of strict mode they piled up there, p99 0.5 s). The lanes
-// answer it in parallel. The reply is then the lane's, published on the
-// request's reply subject, not micro's: micro counts the request, not its
-// errors (lane_errors does).
-func (n *Node) handOff(req micro.Request, subject string) bool {
-	if n.cl.coord.Load() == nil || n.draining.Load() {
-		return false
-	}
-	lane := n.cl.lane(subject).Load()
-	if lane == nil {
-		return false
-	}
-	m := &nats.Msg{Subject: subject, Reply: req.Reply(), Data: req.Data(), Header: nats.Header(req.Headers())}
-	select {
-	case *lane <- m:
-		return true
-	default:
-		return false // full: answer here
-	}
-}
-
-// clusterFor returns the Coordinator that decides e's checks, nil for a
-// local limiter (the fast path) or a node not clustered.
-func (n *Node) clusterFor(e *limiterEntry) *cluster.Coordinator {
-	if m := e.cfg.Mode; m == "" || m == "local" {
-		return nil
-	}
-	return n.cl.coord.Load()
-}
-
-// clusterError maps a Coordinator's error to its reply.
-func clusterError(err error) wire.ErrorBody {
-	if errors.Is(err, cluster.ErrClosed) {
-		return wire.ErrorBody{Code: wire.CodeUnavailable, Reason: wire.ReasonShuttingDown, Description: err.Error()}
-	}
-	return errorFor(err)
-}
-
-// checkCluster decides one check of a non-local limiter through the
-// Coordinator.
-func (h *handler) checkCluster(co *cluster.Coordinator, e *limiterEntry, it *wire.Item) ([]byte, wire.ErrorBody) {
-	n := h.n
-	t0 := time.Now()
-	a, err := co.Check(limiterCtx, e.name, it.Key, int(it.Cost))
-	if errors.Is(err, cluster.ErrUnknownLimiter) {
-		// Not registered (a failed reload): decide alone.
-		a.Decision, err = e.lim.CheckN(limiterCtx, it.Key, int(it.Cost))
-		a.Path = cluster.PathLocal
-	}
-	n.met.ObserveCheck(e.name, time.Since(t0))
-	h.sp.Result(a.Decision, err)
-	if err != nil {
-		eb := clusterError(err)
-		n.met.Error(e.name, strconv.Itoa(eb.Code))
-		return nil, eb
-	}
-	n.met.Decision(e.name, a.Allowed)
-	n.met.Answer(e.name, a.Path.String())
-	h.buf = wire.AppendDecision(h.buf[:0], a.Decision)
-	return h.buf, wire.ErrorBody{}
-}
-
-// decide runs the valid items of limiter e: through the Coordinator for a
-// non-local limiter, else with one CheckBatchEach call (decideLocal).
-func (h *handler) decide(e *limiterEntry, items []wire.Item, res []result) {
-	if co := h.n.clusterFor(e); co != nil {
-		h.decideCluster(co, e, items, res)
-		return
-	}
-	h.decideLocal(e, items, res)
-}
-
-// decideCluster runs the valid items of a non-local limiter e with one
-// Coordinator.CheckBatch call: items the node decides go to the limiter in
-// one batch, the others to their owners, coalesced per owner.
-func (h *handler) decideCluster(co *cluster.Coordinator, e *limiterEntry, items []wire.Item, res []result) {
-	var reqs []flux.Request
-	var idx []int
-	for i := range items {
-		if res[i].entry == e && res[i].e.Code == 0 {
-			// The wire decodes a missing cost as 1, so a cost of 0 here was
-			// written out: a peek.
-			reqs = append(reqs, flux.Request{Key: items[i].Key, Cost: int(items[i].Cost), Peek: items[i].Cost == 0})
-			idx = append(idx, i)
-		}
-	}
-	if len(reqs) == 0 {
-		return
-	}
-	n := h.n
-	out := make([]cluster.Answer, len(reqs))
-	errs := make([]error, len(reqs))
-	t0 := time.Now()
-	err := co.CheckBatch(limiterCtx, e.name, reqs, out, errs)
-	if errors.Is(err, cluster.ErrUnknownLimiter) {
-		h.decideLocal(e, items, res) // not registered (a failed reload): decide alone
-		return
-	}
-	n.met.ObserveCheck(e.name, time.Since(t0))
-	if err != nil {
-		eb := clusterError(err)
-		for _, i := range idx {
-			res[i].e = eb
-		}
-		n.met.Error(e.name, strconv.Itoa(eb.Code))
-		return
-	}
-	allowed, denied := 0, 0
-	var paths [3]int
-	for j, i := range idx {
-		if errs[j] != nil {
-			res[i].e = clusterError(errs[j])
-			n.met.Error(e.name, strconv.Itoa(res[i].e.Code))
-			continue
-		}
-		res[i].d = out[j].Decision
-		if out[j].Allowed {
-			allowed++
-		} else {
-			denied++
-		}
-		if p := int(out[j].Path); p < len(paths) {
-			paths[p]++
-		}
-	}
-	n.met.Decisions(e.name, allowed, denied)
-	for p, c := range paths {
-		path := cluster.Path(p).String()
-		for range c {
-			n.met.Answer(e.name, path)
-		}
-	}
-}
 
 // gatherer is what /metrics serves: the registry, after the cluster's
 // counters are brought up to date.

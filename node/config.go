@@ -121,11 +121,17 @@ type Config struct {
 	// MaxPayload is the largest request body accepted, in bytes
 	// (--max-payload).
 	MaxPayload int `yaml:"max_payload"`
-	// Handlers is how many worker goroutines answer each of check and
-	// check_batch in parallel (--handlers); 0 means 2×GOMAXPROCS, at least
-	// 4. Each worker has 4 queue subscriptions feeding its endpoint's lane
-	// (see lanes.go).
+	// Handlers is how many batches of requests the node decides in
+	// parallel (--handlers); 0 means 2×GOMAXPROCS, at least 4. Each of
+	// check and check_batch has 4 micro endpoints per handler, whose
+	// requests are coalesced into those batches (see pipeline.go).
 	Handlers int `yaml:"handlers"`
+	// ReplyPrefixes are the reply subjects the node answers
+	// (--reply-prefixes, comma-separated; DefaultReplyPrefixes, _INBOX.,
+	// when empty): a request whose reply subject starts with none of them
+	// is dropped unanswered. The node's internal, store and service
+	// subjects are never answered (docs/PROTOCOL.md, "Reply subjects").
+	ReplyPrefixes []string `yaml:"reply_prefixes"`
 	// Shards is the number of shard goroutines per limiter (0: flux.DefaultShards(), half of GOMAXPROCS).
 	Shards int `yaml:"shards"`
 	// MaxKeys bounds the keys each limiter holds (0: no bound); see
@@ -424,6 +430,9 @@ func (c Config) Validate() error {
 	}
 	if math.IsNaN(c.TraceSample) || c.TraceSample < 0 || c.TraceSample > 1 {
 		bad("trace_sample (--trace-sample) %v: want more than 0, at most 1 (0: %v)", c.TraceSample, DefaultTraceSample)
+	}
+	for _, p := range validateReplyPrefixes(c.ReplyPrefixes) {
+		bad("%s", p)
 	}
 	problems = append(problems, c.validateClientUsers()...)
 	problems = append(problems, c.validateCluster()...)

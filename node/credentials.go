@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -97,6 +98,21 @@ func (u ClientUser) inboxPrefix() string {
 	return u.InboxPrefix
 }
 
+// replyPrefixes are the reply subjects the node answers: ReplyPrefixes
+// (DefaultReplyPrefixes when empty) and every client user's inbox prefix,
+// whose requests would otherwise go unanswered.
+func (c Config) replyPrefixes() []string {
+	p := c.ReplyPrefixes
+	if len(p) == 0 {
+		p = DefaultReplyPrefixes
+	}
+	p = slices.Clone(p)
+	for _, u := range c.ClientUsers {
+		p = append(p, u.inboxPrefix()+".")
+	}
+	return p
+}
+
 func (u ClientUser) password() (string, error) {
 	if u.PasswordFile != "" {
 		return secretValue("", u.PasswordFile, fmt.Sprintf("client_users %q: password_file", u.User), "", false)
@@ -128,6 +144,8 @@ func (c Config) validateClientUsers() []error {
 			bad("user %q: inbox_prefix %q: want tokens of A-Z a-z 0-9 _ - separated by dots, not under _INBOX, _FLUX, flux or $", u.User, p)
 		} else if other, ok := prefixes[p]; ok {
 			bad("users %q and %q share the inbox prefix %q: each would read the other's replies", other, u.User, p)
+		} else if shared := sharedInboxes(c); slices.ContainsFunc(shared, func(s string) bool { return strings.HasPrefix(p+".", strings.TrimSuffix(s, ">")) }) {
+			bad("user %q: inbox_prefix %q is under reply_prefixes %v, where every client of the shared credential may subscribe", u.User, p, shared)
 		}
 		prefixes[p] = u.User
 		if (u.PasswordFile == "") == (u.PasswordEnv == "") {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -204,10 +205,32 @@ const (
 // inboxPrefix.> only. The embedded server gives them to its clients;
 // docs/PROTOCOL.md shows them for an external NATS.
 func ClientPermissions(inboxPrefix string) *server.Permissions {
+	return clientPermissions([]string{inboxPrefix + ".>"})
+}
+
+func clientPermissions(subscribe []string) *server.Permissions {
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: []string{clientPublishService, clientPublishDiscover}},
-		Subscribe: &server.SubjectPermission{Allow: []string{inboxPrefix + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: subscribe},
 	}
+}
+
+// sharedInboxes are the subscriptions of the shared client credential:
+// the reply prefixes the node answers (reply_prefixes, _INBOX. by
+// default) that end a token; one ending in "_" names no subscribable
+// subject, so its clients need a user of their own (client_users).
+func sharedInboxes(cfg Config) []string {
+	prefixes := cfg.ReplyPrefixes
+	if len(prefixes) == 0 {
+		prefixes = DefaultReplyPrefixes
+	}
+	var subs []string
+	for _, p := range prefixes {
+		if strings.HasSuffix(p, ".") {
+			subs = append(subs, p+">")
+		}
+	}
+	return subs
 }
 
 // embeddedAuth is the embedded server's server.Authentication. Safe for
@@ -231,7 +254,7 @@ const nodeUserName = "flux-node-internal"
 func newEmbeddedAuth(cfg Config) *embeddedAuth {
 	var pw [32]byte
 	_, _ = rand.Read(pw[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
-	a := &embeddedAuth{nodeUser: nodeUserName, nodePassword: hex.EncodeToString(pw[:]), clients: ClientPermissions(DefaultInboxPrefix)}
+	a := &embeddedAuth{nodeUser: nodeUserName, nodePassword: hex.EncodeToString(pw[:]), clients: clientPermissions(sharedInboxes(cfg))}
 	switch {
 	case cfg.Token != "":
 		a.token = cfg.Token

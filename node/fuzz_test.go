@@ -32,44 +32,56 @@ func FuzzHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { n.Shutdown(context.Background()) })
-	hc, hb, hl := newHandler(n), newHandler(n), newHandler(n)
+	wc, pub := pipelineOf(n, kindCheck)
+	wb := newWorker(n, &door{kind: kindBatch, subject: SubjectCheckBatch, name: "check_batch"})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		check := func(endpoint string, reply []byte, code int, reason string) {
-			switch code {
-			case 0:
-				var v map[string]any
-				if err := json.Unmarshal(reply, &v); err != nil {
-					t.Fatalf("%s(%q): reply %q is not JSON: %v", endpoint, data, reply, err)
-				}
-			case 400, 404, 413:
-				if reason == "" {
-					t.Fatalf("%s(%q): error %d without a reason", endpoint, data, code)
+		check := func(endpoint string, r fakeReply) {
+			var v struct {
+				Error *struct{ Reason string }
+			}
+			if err := json.Unmarshal(r.body, &v); err != nil {
+				t.Fatalf("%s(%q): reply %q is not JSON: %v", endpoint, data, r.body, err)
+			}
+			switch r.code {
+			case "":
+			case "400", "404", "413":
+				if v.Error == nil || v.Error.Reason == "" {
+					t.Fatalf("%s(%q): error %s without a reason: %s", endpoint, data, r.code, r.body)
 				}
 			default:
-				t.Fatalf("%s(%q): unexpected code %d %s", endpoint, data, code, reason)
+				t.Fatalf("%s(%q): unexpected code %s %s", endpoint, data, r.code, r.body)
 			}
 		}
-		reply, e := hc.check(data)
-		check("check", reply, e.Code, e.Reason)
-		reply, e = hb.batch(data)
-		check("check_batch", reply, e.Code, e.Reason)
-		if e.Code == 0 {
+		wc.serve([]*nats.Msg{msg(kindCheck, data)})
+		check("check", pub.last())
+		wb.serve([]*nats.Msg{msg(kindBatch, data)})
+		r := pub.last()
+		check("check_batch", r)
+		if r.code == "" {
 			var v struct{ Results []json.RawMessage }
-			if err := json.Unmarshal(reply, &v); err != nil || v.Results == nil {
-				t.Fatalf("check_batch(%q): reply %q has no results", data, reply)
+			if err := json.Unmarshal(r.body, &v); err != nil || v.Results == nil {
+				t.Fatalf("check_batch(%q): reply %q has no results", data, r.body)
 			}
 		}
-		// A lane worker deciding the input twice at once (no reply subject,
-		// so nothing is published).
-		hl.checkMany([]*nats.Msg{{Data: data}, {Data: data}})
-		// The handlers kept no reference to the payload.
-		if hc.item.Key != "" || hc.item.Limiter != "" {
-			t.Fatalf("check handler kept the payload's key")
+		// Three requests decided together, with a valid one between.
+		wc.serve([]*nats.Msg{msg(kindCheck, data), msg(kindCheck, []byte(`{"limiter":"api","key":"k"}`)), msg(kindCheck, data)})
+		if pub.n != 3 {
+			t.Fatalf("%d replies to 3 requests", pub.n)
 		}
-		for _, it := range append(hb.items[:cap(hb.items)], hl.items[:cap(hl.items)]...) {
-			if it.Key != "" || it.Limiter != "" {
-				t.Fatalf("batch handler kept a payload's key")
+		for _, r := range pub.replies[:3] {
+			check("check", r)
+		}
+		pub.n = 0
+		// The workers kept no reference to the payload.
+		for _, w := range []*worker{wc, wb} {
+			for _, h := range w.slots {
+				for _, it := range h.items[:cap(h.items)] {
+					if it.Key != "" || it.Limiter != "" {
+						t.Fatalf("handler kept a payload's key")
+					}
+				}
 			}
 		}
+
 	})
 }

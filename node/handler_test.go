@@ -1,13 +1,14 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
+	"time"
 )
 
 func TestCheckReply(t *testing.T) {
@@ -68,12 +69,10 @@ func TestDenialIsAReply(t *testing.T) {
 }
 
 func TestCheckErrors(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.MaxKeyLen = 16
-		cfg.MaxPayload = 2048
-		return cfg
-	}, testCheckErrors)
+	cfg := testConfig(t)
+	cfg.MaxKeyLen = 16
+	cfg.MaxPayload = 2048
+	testCheckErrors(t, startNode(t, cfg))
 }
 
 func testCheckErrors(t *testing.T, n *Node) {
@@ -120,11 +119,9 @@ func testCheckErrors(t *testing.T, n *Node) {
 }
 
 func TestBatchMixed(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.MaxKeyLen = 16
-		return cfg
-	}, testBatchMixed)
+	cfg := testConfig(t)
+	cfg.MaxKeyLen = 16
+	testBatchMixed(t, startNode(t, cfg))
 }
 
 func testBatchMixed(t *testing.T, n *Node) {
@@ -189,12 +186,10 @@ func testBatchMixed(t *testing.T, n *Node) {
 func jsonOf(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 func TestBatchBounds(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.MaxBatch = 5
-		cfg.MaxPayload = 4096
-		return cfg
-	}, testBatchBounds)
+	cfg := testConfig(t)
+	cfg.MaxBatch = 5
+	cfg.MaxPayload = 4096
+	testBatchBounds(t, startNode(t, cfg))
 }
 
 func testBatchBounds(t *testing.T, n *Node) {
@@ -307,14 +302,17 @@ func TestServiceDiscovery(t *testing.T) {
 	}
 }
 
-// TestLanesCoalesce hands a check worker several requests at once, as it
-// takes them from a busy lane: one CheckBatchEach per limiter decides the
-// valid ones in order, and every request gets its own reply.
-func TestLanesCoalesce(t *testing.T) {
+// TestCoalesce has a check worker answer several requests taken at once,
+// as from a busy door: one decider call per limiter decides the valid
+// ones in order, and every request gets its own reply.
+func TestCoalesce(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Limiters["lazy"] = LimiterConfig{Rate: 0.01, Burst: 4}
-	n := startNode(t, cfg)
-	nc := connect(t, n)
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
 	bodies := []string{
 		`{"limiter":"lazy","key":"k"}`,
 		`{"limiter":"nope","key":"k"}`,
@@ -330,61 +328,48 @@ func TestLanesCoalesce(t *testing.T) {
 		remaining int64
 	}
 	wants := []want{{0, true, 4}, {404, false, 0}, {0, true, 2}, {400, false, 0}, {0, true, 0}, {0, false, 2}, {0, true, 2}}
-	replies := make(chan *nats.Msg, len(bodies))
-	sub, err := nc.ChanSubscribe("_INBOX.coalesce.>", replies) // clients may subscribe to their inboxes only
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	msgs := make([]*nats.Msg, len(bodies))
+	w, pub := pipelineOf(n, kindCheck)
+	var msgs []*nats.Msg
 	for i, b := range bodies {
-		msgs[i] = &nats.Msg{Subject: SubjectCheck, Reply: fmt.Sprintf("_INBOX.coalesce.%d", i), Data: []byte(b)}
+		m := msg(kindCheck, []byte(b))
+		m.Reply = fmt.Sprintf("_INBOX.%d", i)
+		msgs = append(msgs, m)
 	}
-	h := newHandler(n)
-	h.checkMany(msgs)
-	if err := n.nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]*nats.Msg{}
-	for len(got) < len(bodies) {
-		select {
-		case m := <-replies:
-			got[m.Subject] = m
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d of %d replies", len(got), len(bodies))
-		}
+	w.serve(msgs)
+	if pub.n != len(bodies) {
+		t.Fatalf("%d replies to %d requests", pub.n, len(bodies))
 	}
 	for i, w := range wants {
-		m := got[fmt.Sprintf("_INBOX.coalesce.%d", i)]
-		code := m.Header.Get("Nats-Service-Error-Code")
+		r := pub.replies[i]
+		if r.subject != fmt.Sprintf("_INBOX.%d", i) {
+			t.Fatalf("reply %d went to %s", i, r.subject)
+		}
 		if w.code != 0 {
-			if code != fmt.Sprint(w.code) {
-				t.Errorf("reply %d: code %q, want %d (%s)", i, code, w.code, m.Data)
+			if r.code != fmt.Sprint(w.code) {
+				t.Errorf("reply %d: code %q, want %d (%s)", i, r.code, w.code, r.body)
 			}
 			continue
 		}
-		d := decodeDecision(t, m.Data)
-		if code != "" || !d.complete() || *d.Allowed != w.allowed || *d.Remaining != w.remaining {
-			t.Errorf("reply %d = %s %s, want allowed=%v remaining=%d", i, code, m.Data, w.allowed, w.remaining)
+		d := decodeDecision(t, r.body)
+		if r.code != "" || !d.complete() || *d.Allowed != w.allowed || *d.Remaining != w.remaining {
+			t.Errorf("reply %d = %s %s, want allowed=%v remaining=%d", i, r.code, r.body, w.allowed, w.remaining)
 		}
 	}
-	for _, it := range h.items[:cap(h.items)] {
-		if it.Key != "" {
-			t.Fatal("worker kept a reference to a payload")
+	for _, h := range w.slots {
+		for _, it := range h.items[:cap(h.items)] {
+			if it.Key != "" {
+				t.Fatal("worker kept a reference to a payload")
+			}
 		}
 	}
 }
 
 func TestUnavailable(t *testing.T) {
-	paths(t, func() Config {
-		cfg := testConfig(t)
-		cfg.Shards, cfg.MaxKeys = 1, 1 // one key held at a time
-		cfg.Limiters["stuck"] = LimiterConfig{Rate: 0.001}
-		return cfg
-	}, func(t *testing.T, n *Node) {
+	cfg := testConfig(t)
+	cfg.Shards, cfg.MaxKeys = 1, 1 // one key held at a time
+	cfg.Limiters["stuck"] = LimiterConfig{Rate: 0.001}
+	n := startNode(t, cfg)
+	{
 		nc := connect(t, n)
 		// "stuck" holds key a (throttled for 1000 s); a new key finds the
 		// key table full: 503 overloaded, as a single check and in a batch.
@@ -416,5 +401,5 @@ func TestUnavailable(t *testing.T) {
 			reply.Results[0].Error.Reason != "shutting_down" || reply.Results[1].Error != nil {
 			t.Fatalf("batch with a closed limiter: %s", r.data)
 		}
-	})
+	}
 }

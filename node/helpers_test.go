@@ -36,18 +36,10 @@ func testConfig(t testing.TB) Config {
 // startNode starts a node and stops it when the test ends.
 func startNode(t testing.TB, cfg Config) *Node {
 	t.Helper()
-	return startNodeWith(t, cfg, false)
-}
-
-// startNodeWith starts a node that, if microOnly, answers every request
-// through its micro endpoints (no lanes).
-func startNodeWith(t testing.TB, cfg Config, microOnly bool) *Node {
-	t.Helper()
 	n, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.microOnly = microOnly
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
@@ -135,14 +127,54 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// paths runs f against a node answering through micro only and against a
-// node with lanes (which answer most requests; micro answers the rest).
-func paths(t *testing.T, cfg func() Config, f func(t *testing.T, n *Node)) {
-	for _, microOnly := range []bool{true, false} {
-		name := "lanes"
-		if microOnly {
-			name = "micro"
-		}
-		t.Run(name, func(t *testing.T) { f(t, startNodeWith(t, cfg(), microOnly)) })
+// fakePub receives a node's replies without NATS, in reused buffers, so
+// that running the pipeline does not allocate for it.
+type fakePub struct {
+	replies []fakeReply
+	n       int // replies received since the last reset
+}
+
+type fakeReply struct {
+	subject string
+	body    []byte
+	code    string // the error code, "" for a success
+}
+
+func (p *fakePub) add(subject string, data []byte, code string) {
+	if p.n == len(p.replies) {
+		p.replies = append(p.replies, fakeReply{})
 	}
+	r := &p.replies[p.n]
+	r.subject, r.body, r.code = subject, append(r.body[:0], data...), code
+	p.n++
+}
+
+func (p *fakePub) Publish(subject string, data []byte) error {
+	p.add(subject, data, "")
+	return nil
+}
+
+func (p *fakePub) PublishMsg(m *nats.Msg) error {
+	p.add(m.Subject, m.Data, m.Header.Get(micro.ErrorCodeHeader))
+	return nil
+}
+
+// last returns the last reply and forgets every reply.
+func (p *fakePub) last() fakeReply {
+	r := p.replies[p.n-1]
+	p.n = 0
+	return r
+}
+
+// pipelineOf returns a worker of kind k of a node that is not started,
+// whose replies go to the returned fakePub.
+func pipelineOf(n *Node, k kind) (*worker, *fakePub) {
+	p := &fakePub{}
+	n.pub = p
+	return newWorker(n, &door{kind: k, subject: k.subject(), name: k.endpoint()}), p
+}
+
+// msg is a request as NATS delivers it, with an inbox for its reply.
+func msg(k kind, body []byte) *nats.Msg {
+	return &nats.Msg{Subject: k.subject(), Reply: "_INBOX.test", Data: body}
 }

@@ -25,7 +25,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -98,17 +97,16 @@ type Node struct {
 	embAuth   *embeddedAuth // the embedded server's authorization (embedded.go)
 	nc        *nats.Conn
 	ncClosed  chan struct{}
-	svc       micro.Service
+	svc       *service  // the doors (door.go)
+	pub       publisher // replies: nc
 	clientURL string
 	httpSrv   *http.Server
 	httpAddr  string
 	wg        sync.WaitGroup // the HTTP server's goroutine
 
-	laneSubs  []*nats.Subscription
-	lanesStop chan struct{}
-	lanesWG   sync.WaitGroup // lane workers
-	lanes     laneStats
-	microOnly bool // tests: no lanes, every request through micro
+	// The request pipeline (pipeline.go), immutable after New.
+	obs     observer
+	replies *replyRule
 
 	cl nodeCluster // the cluster (cluster.go)
 	st *nodeStore  // the store (store.go); nil: memory
@@ -151,6 +149,8 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Node, error) {
 		return nil, err
 	}
 	n.met = met
+	n.obs = observer{met}
+	n.replies = newReplyRule(cfg.replyPrefixes())
 	n.st = newNodeStore(cfg)
 	set := &limiterSet{byName: make(map[string]*limiterEntry, len(cfg.Limiters))}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Limiters)) {
@@ -280,7 +280,7 @@ func (n *Node) Ready() error {
 		return errors.New("not started")
 	case nc.Status() != nats.CONNECTED:
 		return fmt.Errorf("NATS connection %s", nc.Status())
-	case svc.Stopped():
+	case svc.stopped.Load():
 		return errors.New("service stopped")
 	}
 	return n.storeReady()
@@ -454,12 +454,7 @@ func (n *Node) stopTransport(ctx context.Context) error {
 	drain := time.Duration(n.cfg.DrainTimeout)
 	dctx, cancel := context.WithTimeout(ctx, drain)
 	defer cancel()
-	if n.svc != nil {
-		if err := n.svc.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stop service: %w", err))
-		}
-	}
-	n.stopLanes(dctx)
+	n.stopService(dctx)
 	n.stopCluster()
 	if n.nc != nil && !n.nc.IsClosed() {
 		if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
@@ -532,7 +527,7 @@ func (n *Node) connect(ctx context.Context, cfg Config, url string) error {
 		}
 		return fmt.Errorf("flux-node: connect to the embedded NATS server at %s: %w", url, err)
 	}
-	n.nc = nc
+	n.nc, n.pub = nc, nc
 	if cfg.NATSURL != "" && nc.MaxPayload() < int64(cfg.MaxPayload) {
 		n.log.Warn("the NATS server's max_payload is below max_payload: larger requests are refused by NATS before they reach the node",
 			"nats_max_payload", nc.MaxPayload(), "max_payload", cfg.MaxPayload)

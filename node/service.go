@@ -1,22 +1,17 @@
 package node
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"runtime"
 	"slices"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fluxlimiter/flux"
-	"github.com/fluxlimiter/flux/internal/wire"
 )
 
 // limiterEntry is one configured limiter. Entries are immutable: a reload
@@ -118,55 +113,13 @@ func (n *Node) newEntry(name string, lc LimiterConfig) (*limiterEntry, error) {
 	return &limiterEntry{name: name, cfg: lc, lim: lim, capacity: int64(limit.Capacity())}, nil
 }
 
-// handlerCount is how many lane subscriptions and workers serve each of
-// check and check_batch.
+// handlerCount is how many workers answer each of check and check_batch
+// (--handlers).
 func handlerCount(cfg Config) int {
 	if cfg.Handlers > 0 {
 		return cfg.Handlers
 	}
 	return max(4, 2*runtime.GOMAXPROCS(0))
-}
-
-// startService registers the micro service and its endpoints, and starts
-// the lanes (lanes.go) that answer most requests in parallel.
-func (n *Node) startService(cfg Config) error {
-	svc, err := micro.AddService(n.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     Version,
-		Description: "Flux rate limiter: checks over NATS request-reply (docs/PROTOCOL.md)",
-		Metadata:    map[string]string{"node_id": cfg.NodeID, "protocol": Group},
-		StatsHandler: func(*micro.Endpoint) any {
-			return n.stats()
-		},
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			n.log.Warn("service error", "subject", err.Subject, "error", err.Description)
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("flux-node: register service: %w", err)
-	}
-	n.svc = svc
-	g := svc.AddGroup(Group)
-	if err := g.AddEndpoint("check", micro.HandlerFunc(newHandler(n).serveCheck)); err != nil {
-		return fmt.Errorf("flux-node: add endpoint check: %w", err)
-	}
-	if err := g.AddEndpoint("check_batch", micro.HandlerFunc(newHandler(n).serveBatch)); err != nil {
-		return fmt.Errorf("flux-node: add endpoint check_batch: %w", err)
-	}
-	if err := g.AddEndpoint("limiters", micro.HandlerFunc(n.serveLimiters)); err != nil {
-		return fmt.Errorf("flux-node: add endpoint limiters: %w", err)
-	}
-	if !n.microOnly {
-		if err := n.startLanes(cfg); err != nil {
-			return err
-		}
-	}
-	// A round trip makes sure the server has every subscription before
-	// Start returns, so the first request finds responders.
-	if err := n.nc.FlushTimeout(10 * time.Second); err != nil {
-		return fmt.Errorf("flux-node: register service: %w", err)
-	}
-	return nil
 }
 
 // stats is the service's custom $SRV.STATS data: per limiter, keys held
@@ -187,58 +140,7 @@ func (n *Node) stats() any {
 	return map[string]any{
 		"node_id":  n.cfg.NodeID,
 		"limiters": out,
-		// Requests answered by the lanes, which micro does not count.
-		"lane_requests": n.lanes.requests.Load(),
-		"lane_errors":   n.lanes.errors.Load(),
 	}
-}
-
-// serveLimiters answers flux.v1.limiters.
-func (n *Node) serveLimiters(req micro.Request) {
-	start := time.Now()
-	if err := req.Respond(n.limiters.Load().info); err != nil {
-		n.log.Debug("respond", "error", err)
-	}
-	n.met.ObserveRequest("limiters", time.Since(start))
-}
-
-// respondError sends an error reply: micro's error headers plus a JSON
-// body {"error":{...}}.
-func (n *Node) respondError(req micro.Request, e wire.ErrorBody, buf []byte) []byte {
-	buf = wire.AppendErrorReply(buf[:0], e)
-	if err := req.Error(strconv.Itoa(e.Code), headerSafe(e.Description), buf); err != nil {
-		n.log.Debug("respond", "error", err)
-	}
-	return buf
-}
-
-// errorFor maps a limiter error to its reply.
-func errorFor(err error) wire.ErrorBody {
-	code, reason := wire.CodeInternal, wire.ReasonInternal
-	switch {
-	case errors.Is(err, flux.ErrEmptyKey):
-		code, reason = wire.CodeBadRequest, wire.ReasonEmptyKey
-	case errors.Is(err, flux.ErrKeyTooLong):
-		code, reason = wire.CodeBadRequest, wire.ReasonKeyTooLong
-	case errors.Is(err, flux.ErrInvalidCost):
-		code, reason = wire.CodeBadRequest, wire.ReasonInvalidCost
-	case errors.Is(err, flux.ErrCostExceedsBurst):
-		code, reason = wire.CodeBadRequest, wire.ReasonCostExceedsCapacity
-	case errors.Is(err, flux.ErrOverloaded), errors.Is(err, flux.ErrFull):
-		code, reason = wire.CodeUnavailable, wire.ReasonOverloaded
-	case errors.Is(err, flux.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		code, reason = wire.CodeUnavailable, wire.ReasonShuttingDown
-	}
-	return wire.ErrorBody{Code: code, Reason: reason, Description: err.Error()}
-}
-
-// quoteName quotes a caller-chosen name for an error description, cut to
-// 64 bytes.
-func quoteName(s string) string {
-	if len(s) > 64 {
-		return strconv.Quote(s[:64]) + "..."
-	}
-	return strconv.Quote(s)
 }
 
 // adminHandler serves /healthz, /readyz and /metrics.

@@ -5,29 +5,13 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/fluxlimiter/flux/tracing"
 )
 
-// benchRequest is a micro.Request answered into the void, so a benchmark
-// can run serveCheck, span and all, without NATS.
-type benchRequest struct {
-	data []byte
-	hdr  micro.Headers
-}
-
-func (r *benchRequest) Respond([]byte, ...micro.RespondOpt) error               { return nil }
-func (r *benchRequest) RespondJSON(any, ...micro.RespondOpt) error              { return nil }
-func (r *benchRequest) Error(string, string, []byte, ...micro.RespondOpt) error { return nil }
-func (r *benchRequest) Data() []byte                                            { return r.data }
-func (r *benchRequest) Headers() micro.Headers                                  { return r.hdr }
-func (r *benchRequest) Subject() string                                         { return SubjectCheck }
-func (r *benchRequest) Reply() string                                           { return "_INBOX.bench" }
-
 // BenchmarkServeCheckTracing is the check endpoint's whole handler
-// (serveCheck) with tracing off, on but not sampled (the sender's
+// (Handle) with tracing off, on but not sampled (the sender's
 // traceparent says "not sampled"), and on and sampled, every request
 // carrying a traceparent header.
 func BenchmarkServeCheckTracing(b *testing.B) {
@@ -52,19 +36,21 @@ func BenchmarkServeCheckTracing(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer n.Shutdown(context.Background())
-			h := newHandler(n)
+			w, _ := pipelineOf(n, kindCheck)
 			hdr := nats.Header{}
 			tracing.HeaderCarrier(hdr).Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"+c.flags)
 			bodies := checkBodies()
-			reqs := make([]benchRequest, len(bodies))
+			reqs := make([][]*nats.Msg, len(bodies))
 			for i := range reqs {
-				reqs[i] = benchRequest{data: bodies[i], hdr: micro.Headers(hdr)}
+				m := msg(kindCheck, bodies[i])
+				m.Header = hdr
+				reqs[i] = []*nats.Msg{m}
 			}
 			i := 0
 			b.ReportAllocs()
 			cpu0 := cpuTime()
 			for b.Loop() {
-				h.serveCheck(&reqs[i%len(reqs)])
+				w.serve(reqs[i%len(reqs)])
 				i++
 			}
 			reportCPU(b, cpu0, 1)

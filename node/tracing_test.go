@@ -16,9 +16,8 @@ import (
 	"github.com/fluxlimiter/flux/tracing"
 )
 
-// startTracedNode starts a node (through micro only, or with lanes) whose
-// spans go to the returned recorder.
-func startTracedNode(t *testing.T, microOnly bool, opts ...tracing.Option) (*Node, *tracetest.SpanRecorder, *tracing.Tracer) {
+// startTracedNode starts a node whose spans go to the returned recorder.
+func startTracedNode(t *testing.T, opts ...tracing.Option) (*Node, *tracetest.SpanRecorder, *tracing.Tracer) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -27,7 +26,6 @@ func startTracedNode(t *testing.T, microOnly bool, opts ...tracing.Option) (*Nod
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.microOnly = microOnly
 	if err := n.Start(t.Context()); err != nil {
 		n.Shutdown(context.Background())
 		t.Fatal(err)
@@ -79,59 +77,54 @@ func spanAttrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 }
 
 // Every check and check_batch request gets a server span, a child of the
-// span whose context the sender put in its headers, on both the micro and
-// the lane paths (where a worker decides several requests together).
+// span whose context the sender put in its headers.
 func TestTracingServerSpans(t *testing.T) {
-	for _, microOnly := range []bool{true, false} {
-		t.Run(map[bool]string{true: "micro", false: "lanes"}[microOnly], func(t *testing.T) {
-			n, rec, tr := startTracedNode(t, microOnly)
-			nc := connect(t, n)
+	n, rec, tr := startTracedNode(t)
+	nc := connect(t, n)
 
-			parent := tracedRequest(t, nc, tr, SubjectCheck, `{"limiter":"api","key":"alice","cost":2}`)
-			s := serverSpan(t, rec, parent)
-			a := spanAttrs(s)
-			if s.Name() != SubjectCheck || a[tracing.AttrLimiter].AsString() != "api" || a[tracing.AttrDecision].AsString() != "allowed" ||
-				a[tracing.AttrRemaining].AsInt64() != 19 || a[tracing.AttrCost].AsInt64() != 2 || a[tracing.AttrLimit].AsInt64() != 21 {
-				t.Fatalf("check span %s: %v", s.Name(), a)
-			}
-			if _, ok := a[tracing.AttrKey]; ok || s.Status().Code == codes.Error {
-				t.Fatalf("check span has a key (not opted in) or an error: %v %v", a, s.Status())
-			}
+	parent := tracedRequest(t, nc, tr, SubjectCheck, `{"limiter":"api","key":"alice","cost":2}`)
+	s := serverSpan(t, rec, parent)
+	a := spanAttrs(s)
+	if s.Name() != SubjectCheck || a[tracing.AttrLimiter].AsString() != "api" || a[tracing.AttrDecision].AsString() != "allowed" ||
+		a[tracing.AttrRemaining].AsInt64() != 19 || a[tracing.AttrCost].AsInt64() != 2 || a[tracing.AttrLimit].AsInt64() != 21 {
+		t.Fatalf("check span %s: %v", s.Name(), a)
+	}
+	if _, ok := a[tracing.AttrKey]; ok || s.Status().Code == codes.Error {
+		t.Fatalf("check span has a key (not opted in) or an error: %v %v", a, s.Status())
+	}
 
-			parent = tracedRequest(t, nc, tr, SubjectCheck, `{"limiter":"nope","key":"alice"}`)
-			s = serverSpan(t, rec, parent)
-			if a := spanAttrs(s); s.Status().Code != codes.Error || a[tracing.AttrErrorCode].AsString() != "404" {
-				t.Fatalf("unknown limiter span: %v %v", s.Status(), a)
-			}
-			parent = tracedRequest(t, nc, tr, SubjectCheck, `{"limiter":"slow","key":"bob","cost":5}`)
-			s = serverSpan(t, rec, parent)
-			if a := spanAttrs(s); a[tracing.AttrErrorCode].AsString() != "400" || a[tracing.AttrLimiter].AsString() != "slow" {
-				t.Fatalf("cost above capacity span: %v %v", s.Status(), a)
-			}
+	parent = tracedRequest(t, nc, tr, SubjectCheck, `{"limiter":"nope","key":"alice"}`)
+	s = serverSpan(t, rec, parent)
+	if a := spanAttrs(s); s.Status().Code != codes.Error || a[tracing.AttrErrorCode].AsString() != "404" {
+		t.Fatalf("unknown limiter span: %v %v", s.Status(), a)
+	}
+	parent = tracedRequest(t, nc, tr, SubjectCheck, `{"limiter":"slow","key":"bob","cost":5}`)
+	s = serverSpan(t, rec, parent)
+	if a := spanAttrs(s); a[tracing.AttrErrorCode].AsString() != "400" || a[tracing.AttrLimiter].AsString() != "slow" {
+		t.Fatalf("cost above capacity span: %v %v", s.Status(), a)
+	}
 
-			parent = tracedRequest(t, nc, tr, SubjectCheckBatch,
-				`{"requests":[{"limiter":"slow","key":"b"},{"limiter":"slow","key":"b"},{"limiter":"nope","key":"b"}]}`)
-			s = serverSpan(t, rec, parent)
-			a = spanAttrs(s)
-			if s.Name() != SubjectCheckBatch || a[tracing.AttrBatchSize].AsInt64() != 3 ||
-				a[tracing.AttrAllowed].AsInt64() != 1 || a[tracing.AttrDenied].AsInt64() != 1 || s.Status().Code == codes.Error {
-				t.Fatalf("batch span %s: %v %v", s.Name(), a, s.Status())
-			}
-			parent = tracedRequest(t, nc, tr, SubjectCheckBatch, `{"requests":[{"limiter":"slow","key":"c"}]}`)
-			if a := spanAttrs(serverSpan(t, rec, parent)); a[tracing.AttrLimiter].AsString() != "slow" {
-				t.Fatalf("one-limiter batch span: %v", a)
-			}
-			parent = tracedRequest(t, nc, tr, SubjectCheckBatch, `not json`)
-			if s := serverSpan(t, rec, parent); spanAttrs(s)[tracing.AttrErrorCode].AsString() != "400" {
-				t.Fatalf("malformed batch span: %v", spanAttrs(s))
-			}
-		})
+	parent = tracedRequest(t, nc, tr, SubjectCheckBatch,
+		`{"requests":[{"limiter":"slow","key":"b"},{"limiter":"slow","key":"b"},{"limiter":"nope","key":"b"}]}`)
+	s = serverSpan(t, rec, parent)
+	a = spanAttrs(s)
+	if s.Name() != SubjectCheckBatch || a[tracing.AttrBatchSize].AsInt64() != 3 ||
+		a[tracing.AttrAllowed].AsInt64() != 1 || a[tracing.AttrDenied].AsInt64() != 1 || s.Status().Code == codes.Error {
+		t.Fatalf("batch span %s: %v %v", s.Name(), a, s.Status())
+	}
+	parent = tracedRequest(t, nc, tr, SubjectCheckBatch, `{"requests":[{"limiter":"slow","key":"c"}]}`)
+	if a := spanAttrs(serverSpan(t, rec, parent)); a[tracing.AttrLimiter].AsString() != "slow" {
+		t.Fatalf("one-limiter batch span: %v", a)
+	}
+	parent = tracedRequest(t, nc, tr, SubjectCheckBatch, `not json`)
+	if s := serverSpan(t, rec, parent); spanAttrs(s)[tracing.AttrErrorCode].AsString() != "400" {
+		t.Fatalf("malformed batch span: %v", spanAttrs(s))
 	}
 }
 
 // The raw key is recorded only when the node opts in.
 func TestTracingKeysOptIn(t *testing.T) {
-	n, rec, tr := startTracedNode(t, false, tracing.WithKeys())
+	n, rec, tr := startTracedNode(t, tracing.WithKeys())
 	parent := tracedRequest(t, connect(t, n), tr, SubjectCheck, `{"limiter":"api","key":"alice"}`)
 	if a := spanAttrs(serverSpan(t, rec, parent)); a[tracing.AttrKey].AsString() != "alice" {
 		t.Fatalf("with WithKeys: %v", a)
@@ -153,10 +146,10 @@ func TestTracingOff(t *testing.T) {
 		if n.tr != nil {
 			t.Errorf("%s: tracing on", name)
 		}
-		h := newHandler(n)
-		body := []byte(`{"limiter":"api","key":"alice"}`)
-		h.check(body) // the key is stored: later checks do not allocate for it
-		if allocs := testing.AllocsPerRun(100, func() { h.check(body) }); allocs != 0 {
+		w, pub := pipelineOf(n, kindCheck)
+		msgs := []*nats.Msg{msg(kindCheck, []byte(`{"limiter":"api","key":"alice"}`))}
+		w.serve(msgs) // the key is stored: later checks do not allocate for it
+		if allocs := testing.AllocsPerRun(100, func() { w.serve(msgs); pub.n = 0 }); allocs != 0 {
 			t.Errorf("%s: a check allocates %v times with tracing off", name, allocs)
 		}
 		n.Shutdown(context.Background())

@@ -97,8 +97,10 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		func(c *node.Config, v int) { c.MaxBatch = v })
 	num("max-payload", fmt.Sprintf("largest request body, in `BYTES` (default %d)", d.MaxPayload),
 		func(c *node.Config, v int) { c.MaxPayload = v })
-	num("handlers", "`N` workers per endpoint answering requests in parallel (default 2×GOMAXPROCS, at least 4)",
+	num("handlers", "`N` batches of requests decided in parallel (default 2×GOMAXPROCS, at least 4)",
 		func(c *node.Config, v int) { c.Handlers = v })
+	str("reply-prefixes", "reply subject `PREFIXES` the node answers, comma-separated (default _INBOX.); never its internal, store or service subjects",
+		func(c *node.Config, v string) { c.ReplyPrefixes = node.ParseRoutes(v) })
 	num("shards", "`N` shard goroutines per limiter (default half of GOMAXPROCS, at least 1)", func(c *node.Config, v int) { c.Shards = v })
 	fs.Func("heartbeat", "`DURATION` between cluster heartbeats; a node missing three is dropped (default 1s)", func(v string) error {
 		dur, err := time.ParseDuration(v)

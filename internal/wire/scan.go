@@ -286,7 +286,11 @@ func (s *scanner) number() ([]byte, error) {
 }
 
 // integer reads a number; ok is false if it is valid JSON but not an
-// integer that fits in an int64.
+// integer that fits in an int64. An integral value written with a fraction
+// or an exponent (1.0, 1e0, 10e-1, 2.50e1) is an integer: languages whose
+// JSON writes integral numbers as floats send costs so. The test is exact,
+// on the decimal digits, so 1.0000000000000000001 is not integral although
+// it rounds to 1 as a float64.
 func (s *scanner) integer() (n int64, ok bool, err error) {
 	text, err := s.number()
 	if err != nil {
@@ -296,10 +300,63 @@ func (s *scanner) integer() (n int64, ok bool, err error) {
 	if neg {
 		text = text[1:]
 	}
+	// number validated the syntax: digits, then optionally '.' and
+	// digits, then optionally e or E, a sign and digits. The value is
+	// the digits of both parts × 10^exp.
+	i := 0
+	for i < len(text) && '0' <= text[i] && text[i] <= '9' {
+		i++
+	}
+	intPart, fracPart := text[:i], text[i:i]
+	if i < len(text) && text[i] == '.' {
+		j := i + 1
+		for j < len(text) && '0' <= text[j] && text[j] <= '9' {
+			j++
+		}
+		fracPart, i = text[i+1:j], j
+	}
+	exp := 0
+	if i < len(text) { // e or E
+		t, eneg := text[i+1:], false
+		if t[0] == '+' || t[0] == '-' {
+			eneg, t = t[0] == '-', t[1:]
+		}
+		for _, c := range t {
+			if exp < 1e6 { // beyond, every non-zero value is out of range
+				exp = exp*10 + int(c-'0')
+			}
+		}
+		if eneg {
+			exp = -exp
+		}
+	}
+	exp -= len(fracPart)
+	digit := func(k int) byte {
+		if k < len(intPart) {
+			return intPart[k]
+		}
+		return fracPart[k-len(intPart)]
+	}
+	lo, hi := 0, len(intPart)+len(fracPart) // the significant digits
+	for lo < hi && digit(lo) == '0' {
+		lo++
+	}
+	for exp < 0 && lo < hi && digit(hi-1) == '0' {
+		hi, exp = hi-1, exp+1
+	}
+	switch {
+	case lo == hi:
+		return 0, true, nil
+	case exp < 0:
+		return 0, false, nil // a fraction
+	case hi-lo+exp > 20:
+		return 0, false, nil // out of range
+	}
 	var u uint64
-	for _, c := range text {
-		if c < '0' || c > '9' {
-			return 0, false, nil // fraction or exponent
+	for k := lo; k < hi+exp; k++ {
+		c := byte('0')
+		if k < hi {
+			c = digit(k)
 		}
 		if u > (math.MaxUint64-9)/10 {
 			return 0, false, nil

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,17 @@ func TestDecodeCheck(t *testing.T) {
 		{in: `{"limiter":"a","key":5}`, want: Item{Limiter: "a", Cost: 1, HasLimiter: true, Reason: ReasonInvalidRequest, Desc: "key must be a string"}},
 		{in: `{"limiter":"a","key":"k","cost":-1}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must not be negative"}},
 		{in: `{"limiter":"a","key":"k","cost":1.5}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must be an integer between 0 and the limiter's capacity"}},
+		{in: `{"limiter":"a","key":"k","cost":1.0}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":1e0}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":2.50E1}`, want: Item{Limiter: "a", Key: "k", Cost: 25, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":300e-2}`, want: Item{Limiter: "a", Key: "k", Cost: 3, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":0.0e+5}`, want: Item{Limiter: "a", Key: "k", Cost: 0, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":0e999999999999}`, want: Item{Limiter: "a", Key: "k", Cost: 0, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":1.0000000000000000001}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must be an integer between 0 and the limiter's capacity"}},
+		{in: `{"limiter":"a","key":"k","cost":15e-1}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must be an integer between 0 and the limiter's capacity"}},
+		{in: `{"limiter":"a","key":"k","cost":1e19}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must be an integer between 0 and the limiter's capacity"}},
+		{in: `{"limiter":"a","key":"k","cost":9.223372036854775807e18}`, want: Item{Limiter: "a", Key: "k", Cost: 9223372036854775807, HasLimiter: true, HasKey: true}},
+		{in: `{"limiter":"a","key":"k","cost":-2.0}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must not be negative"}},
 		{in: `{"limiter":"a","key":"k","cost":99999999999999999999}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must be an integer between 0 and the limiter's capacity"}},
 		{in: `{"limiter":"a","key":"k","cost":"1"}`, want: Item{Limiter: "a", Key: "k", Cost: 1, HasLimiter: true, HasKey: true, Reason: ReasonInvalidCost, Desc: "cost must be an integer"}},
 		{in: ``, wantErr: true},
@@ -217,6 +229,28 @@ func checkAgainstStdlib(t *testing.T, data []byte) {
 			t.Fatalf("%q: cost = %d, encoding/json says %d", data, it.Cost, n)
 		}
 	}
+	// An integral value in float notation: math/big's exact rational
+	// agrees (exponents kept small, which math/big would expand).
+	if raw, ok := m["cost"]; ok && string(raw) != "null" && len(raw) < 64 && !hugeExponent(string(raw)) {
+		if r, ok := new(big.Rat).SetString(string(raw)); ok {
+			integral := r.IsInt() && r.Num().IsInt64() && r.Num().Int64() >= 0
+			switch {
+			case integral && it.Reason != "" && it.Reason != ReasonInvalidRequest:
+				t.Fatalf("%q: integral cost %v refused: %s", data, r, it.Desc)
+			case integral && it.Reason == "" && r.Num().Int64() != it.Cost:
+				t.Fatalf("%q: cost = %d, math/big says %v", data, it.Cost, r)
+			case !integral && it.Reason == "":
+				t.Fatalf("%q: cost %v accepted as %d", data, r, it.Cost)
+			}
+		}
+	}
+}
+
+// hugeExponent reports whether a JSON number has an exponent of more than
+// three digits.
+func hugeExponent(num string) bool {
+	i := strings.IndexAny(num, "eE")
+	return i >= 0 && len(strings.TrimLeft(num[i+1:], "+-0")) > 3
 }
 
 // depth is the nesting depth of a JSON document, ignoring strings.
