@@ -334,8 +334,10 @@ func TestSecureMemCluster(t *testing.T) {
 			t.Fatal("a forward signed with another secret was answered")
 		}
 		_ = x.Heartbeat(t.Context(), Heartbeat{Node: "x", State: Active})
+		// An unsigned update that claims to come from a.
+		net.Inject("a", "b", appendUpdates(nil, &Updates{Limiter: "api", Items: []flux.Update{{Key: "k", At: 1, Cost: 1}}}))
 		synctest.Wait()
-		if hb.forwards() != 1 || hb.heartbeats() != 0 || b.Stats().Unauthenticated != 2 {
+		if hb.forwards() != 1 || hb.heartbeats() != 0 || hb.count() != 0 || b.Stats().Unauthenticated != 3 {
 			t.Fatalf("b decided %d checks, %d heartbeats, %d unauthenticated", hb.forwards(), hb.heartbeats(), b.Stats().Unauthenticated)
 		}
 	})
