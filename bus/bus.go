@@ -12,9 +12,11 @@
 // coalesces hits).
 //
 // Every message is encoded in the compact binary format documented in
-// docs/CLUSTER.md, by the NATS bus on the wire and by the in-memory bus too,
-// so tests exercise the codec. Malformed messages are dropped and counted,
-// never trusted.
+// docs/PROTOCOL.md, by the NATS bus on the wire and by the in-memory bus
+// too, so tests exercise the codec. Unless a bus is explicitly Insecure,
+// every message is sealed in an envelope signed with the cluster secret
+// (Security, auth.go); messages that do not verify, are replays, or are
+// malformed are dropped and counted (Stats), never trusted.
 package bus
 
 import (
@@ -172,6 +174,19 @@ type Stats struct {
 	// Dropped counts incoming messages lost because the receiver fell
 	// behind (NATS slow consumer, full in-memory inbox).
 	Dropped uint64
+	// Unauthenticated counts messages dropped because they were not
+	// signed with the cluster secret (Security).
+	Unauthenticated uint64
+	// Replayed counts signed messages dropped as replays: seen before,
+	// stamped too far from this node's clock, addressed to another node,
+	// or a reply to another request.
+	Replayed uint64
+	// Spoofed counts heartbeats dropped because they named another node
+	// than their sender.
+	Spoofed uint64
+	// Throttled counts gossip messages dropped because they carried more
+	// updates than one message or one peer's second may.
+	Throttled uint64
 }
 
 // ValidNodeID reports whether id can name a node: 1 to MaxNodeIDLen bytes

@@ -84,9 +84,23 @@ func (n *Network) Resume(node string) {
 	n.mu.Unlock()
 }
 
-// Join adds a node to the network and returns its bus.
+// Join adds a node to the network and returns its bus. Its messages are
+// not signed (Security.Insecure): a network's nodes trust each other. Use
+// JoinSecure to test authentication.
 func (n *Network) Join(node string) (*Mem, error) {
+	return n.JoinSecure(node, Security{Insecure: true})
+}
+
+// memCluster is the cluster name Mem buses derive their keys with.
+const memCluster = "mem"
+
+// JoinSecure is Join for a node that signs its messages and verifies its
+// peers' as a NATS bus does (NATSConfig.Security).
+func (n *Network) JoinSecure(node string, sec Security) (*Mem, error) {
 	if err := ValidNodeID(node); err != nil {
+		return nil, err
+	}
+	if err := sec.validate(); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
@@ -102,6 +116,7 @@ func (n *Network) Join(node string) (*Mem, error) {
 		pub:  make(chan memMsg, DefaultMemInbox),
 		req:  make(chan memReq),
 		quit: make(chan struct{}),
+		g:    newGuard(node, memCluster, sec),
 	}
 	n.nodes[node] = m
 	return m, nil
@@ -124,7 +139,8 @@ type Mem struct {
 	closed    bool
 	closeOnce sync.Once
 
-	malformed, dropped atomic.Uint64
+	g       *guard
+	dropped atomic.Uint64
 }
 
 type memMsg struct {
@@ -135,7 +151,7 @@ type memMsg struct {
 
 type memReq struct {
 	memMsg
-	reply chan []byte // buffered 1
+	reply chan [][]byte // buffered 1
 }
 
 var _ Bus = (*Mem)(nil)
@@ -144,7 +160,28 @@ var _ Bus = (*Mem)(nil)
 func (m *Mem) Node() string { return m.id }
 
 // Stats returns the node's counters.
-func (m *Mem) Stats() Stats { return Stats{Malformed: m.malformed.Load(), Dropped: m.dropped.Load()} }
+func (m *Mem) Stats() Stats {
+	st := m.g.stats()
+	st.Dropped = m.dropped.Load()
+	return st
+}
+
+// Inject delivers data to node as if from published it on the gossip or
+// heartbeat subject (the transport's claim of the sender, which only an
+// insecure bus trusts). Tests use it to forge messages.
+func (n *Network) Inject(from, node string, data []byte) {
+	n.mu.Lock()
+	d := n.nodes[node]
+	n.mu.Unlock()
+	if d == nil || !d.listening() {
+		return
+	}
+	select {
+	case d.pub <- memMsg{from: from, at: time.Now(), data: data}:
+	default:
+		d.dropped.Add(1)
+	}
+}
 
 // Listen starts delivering to h.
 func (m *Mem) Listen(h Handler) error {
@@ -218,15 +255,26 @@ func (m *Mem) broadcast(ctx context.Context, data []byte) error {
 
 // Publish sends u to every other node.
 func (m *Mem) Publish(ctx context.Context, u Updates) error {
-	return m.broadcast(ctx, appendUpdates(nil, &u))
+	for items := u.Items; ; {
+		n := min(len(items), m.g.maxItems)
+		part := Updates{Limiter: u.Limiter, Items: items[:n]}
+		data, _ := m.g.wrap(nil, kindUpdates, "", 0, func(dst []byte) []byte { return appendUpdates(dst, &part) })
+		if err := m.broadcast(ctx, data); err != nil {
+			return err
+		}
+		if items = items[n:]; len(items) == 0 {
+			return nil
+		}
+	}
 }
 
 // Heartbeat sends hb to every other node.
 func (m *Mem) Heartbeat(ctx context.Context, hb Heartbeat) error {
-	return m.broadcast(ctx, appendHeartbeat(nil, &hb))
+	data, _ := m.g.wrap(nil, kindHeartbeat, "", 0, func(dst []byte) []byte { return appendHeartbeat(dst, &hb) })
+	return m.broadcast(ctx, data)
 }
 
-func (m *Mem) request(ctx context.Context, node string, data []byte) ([]byte, error) {
+func (m *Mem) request(ctx context.Context, node string, data []byte) ([][]byte, error) {
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
@@ -241,7 +289,7 @@ func (m *Mem) request(ctx context.Context, node string, data []byte) ([]byte, er
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
-	r := memReq{memMsg: memMsg{from: m.id, at: time.Now().Add(latency), data: data}, reply: make(chan []byte, 1)}
+	r := memReq{memMsg: memMsg{from: m.id, at: time.Now().Add(latency), data: data}, reply: make(chan [][]byte, 1)}
 	select {
 	case dst.req <- r:
 	case <-dst.quit:
@@ -270,20 +318,30 @@ func (m *Mem) request(ctx context.Context, node string, data []byte) ([]byte, er
 
 // Forward asks node to decide checks.
 func (m *Mem) Forward(ctx context.Context, node string, checks []Check) ([]Result, error) {
-	b, err := m.request(ctx, node, appendForward(nil, checks))
+	data, seq := m.g.wrap(nil, kindForward, node, 0, func(dst []byte) []byte { return appendForward(dst, checks) })
+	bs, err := m.request(ctx, node, data)
 	if err != nil {
 		return nil, err
 	}
-	return decodeForwardReply(b)
+	msg, err := m.g.openReply(bs[0], kindForwardReply, node, seq)
+	if err != nil {
+		return nil, err
+	}
+	return decodeForwardReply(msg)
 }
 
 // Sync asks node for the state of limiter.
 func (m *Mem) Sync(ctx context.Context, node, limiter string) ([]flux.KeyState, error) {
-	b, err := m.request(ctx, node, appendSync(nil, limiter))
+	data, seq := m.g.wrap(nil, kindSync, node, 0, func(dst []byte) []byte { return appendSync(dst, limiter) })
+	bs, err := m.request(ctx, node, data)
 	if err != nil {
 		return nil, err
 	}
-	states, _, remote, err := decodeSyncReply(b)
+	msg, err := m.g.openReply(bs[0], kindSyncReply, node, seq)
+	if err != nil {
+		return nil, err
+	}
+	states, _, remote, err := decodeSyncReply(msg)
 	if err != nil {
 		return nil, err
 	}
@@ -317,34 +375,7 @@ func (m *Mem) deliverPub() {
 		if !m.wait(msg.at) {
 			return
 		}
-		dispatchPub(m.h, msg.from, msg.data, &m.malformed)
-	}
-}
-
-// dispatchPub decodes a published message and hands it to h; a message
-// that does not decode is counted in malformed and dropped.
-func dispatchPub(h Handler, from string, data []byte, malformed *atomic.Uint64) {
-	if len(data) == 0 {
-		malformed.Add(1)
-		return
-	}
-	switch data[0] {
-	case kindUpdates:
-		u, err := decodeUpdates(data)
-		if err != nil {
-			malformed.Add(1)
-			return
-		}
-		h.HandleUpdates(from, u)
-	case kindHeartbeat:
-		hb, err := decodeHeartbeat(data)
-		if err != nil {
-			malformed.Add(1)
-			return
-		}
-		h.HandleHeartbeat(hb)
-	default:
-		malformed.Add(1)
+		m.g.dispatchPub(m.h, msg.from, msg.data)
 	}
 }
 
@@ -359,40 +390,10 @@ func (m *Mem) serveReq() {
 		if !m.wait(r.at) {
 			return
 		}
-		if b := serveRequest(m.ctx, m.h, r.from, r.data, &m.malformed); b != nil {
-			r.reply <- b
+		if bs := m.g.serveRequest(m.ctx, m.h, r.from, r.data, 0); bs != nil {
+			r.reply <- bs
 		}
 	}
-}
-
-// serveRequest decodes a request, runs the handler and returns the encoded
-// reply; nil means the request was malformed (counted, no reply).
-func serveRequest(ctx context.Context, h Handler, from string, data []byte, malformed *atomic.Uint64) []byte {
-	if len(data) == 0 {
-		malformed.Add(1)
-		return nil
-	}
-	switch data[0] {
-	case kindForward:
-		checks, err := decodeForward(data)
-		if err != nil {
-			malformed.Add(1)
-			return nil
-		}
-		out := make([]Result, len(checks))
-		h.HandleForward(ctx, from, checks, out)
-		return appendForwardReply(nil, out)
-	case kindSync:
-		name, err := decodeSync(data)
-		if err != nil {
-			malformed.Add(1)
-			return nil
-		}
-		states, err := h.HandleSync(ctx, from, name)
-		return appendSyncReply(nil, states, true, err)
-	}
-	malformed.Add(1)
-	return nil
 }
 
 // Close leaves the network and waits for the delivery goroutines.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +39,9 @@ type NATSConfig struct {
 	ForwardHandlers int
 	// Logger receives debug messages (default: none).
 	Logger *slog.Logger
+	// Security authenticates the messages and bounds what one peer may
+	// send. Its Secret is required unless Insecure is set.
+	Security
 }
 
 // DefaultForwardHandlers is NATSConfig.ForwardHandlers when zero.
@@ -54,6 +56,10 @@ type Subjects struct {
 // SubjectsFor returns the subjects of cluster.
 func SubjectsFor(cluster string) Subjects { return Subjects{prefix: "_FLUX.v1." + cluster} }
 
+// All matches every subject of the cluster: _FLUX.v1.<cluster>.>, for
+// NATS permissions.
+func (s Subjects) All() string { return s.prefix + ".>" }
+
 // Gossip is where nodes publish their admissions: _FLUX.v1.<cluster>.gossip.
 func (s Subjects) Gossip() string { return s.prefix + ".gossip" }
 
@@ -67,6 +73,11 @@ func (s Subjects) Forward(node string) string { return s.prefix + ".node." + nod
 // Sync is where node answers snapshot requests (one request, replies in
 // chunks): _FLUX.v1.<cluster>.node.<node>.sync.
 func (s Subjects) Sync(node string) string { return s.prefix + ".node." + node + ".sync" }
+
+// Inbox is the prefix of node's reply subjects for snapshots:
+// _FLUX.v1.<cluster>.node.<node>.inbox, under the internal subjects that
+// clients may not subscribe to.
+func (s Subjects) Inbox(node string) string { return s.prefix + ".node." + node + ".inbox" }
 
 // NATS is a Bus over a NATS connection: plain publish/subscribe for gossip
 // and heartbeats (the sender's id in the Flux-Node header), request-reply
@@ -90,7 +101,7 @@ type NATS struct {
 	inflight  sync.WaitGroup // handler calls in progress
 	closeOnce sync.Once
 
-	malformed atomic.Uint64
+	g *guard
 }
 
 var _ Bus = (*NATS)(nil)
@@ -109,6 +120,9 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 	if err := ValidNodeID(cfg.Cluster); err != nil {
 		return nil, fmt.Errorf("cluster name: %w", err)
 	}
+	if err := cfg.Security.validate(); err != nil {
+		return nil, err
+	}
 	if cfg.ForwardHandlers < 0 {
 		return nil, fmt.Errorf("bus: %d forward handlers", cfg.ForwardHandlers)
 	}
@@ -123,6 +137,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 	return &NATS{
 		nc: cfg.Conn, self: cfg.Node, subj: SubjectsFor(cfg.Cluster), log: lg, handlers: cfg.ForwardHandlers,
 		ctx: ctx, cancel: cancel,
+		g: newGuard(cfg.Node, cfg.Cluster, cfg.Security),
 	}, nil
 }
 
@@ -134,7 +149,7 @@ func (b *NATS) Subjects() Subjects { return b.subj }
 
 // Stats returns the bus's counters.
 func (b *NATS) Stats() Stats {
-	st := Stats{Malformed: b.malformed.Load()}
+	st := b.g.stats()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, s := range b.subs {
@@ -179,7 +194,7 @@ func (b *NATS) Listen(h Handler) error {
 			return
 		}
 		defer b.leave()
-		dispatchPub(h, from, m.Data, &b.malformed)
+		b.g.dispatchPub(h, from, m.Data)
 	}
 	type subscription struct {
 		subject, queue string
@@ -221,12 +236,10 @@ func (b *NATS) serveForward(m *nats.Msg) {
 		return
 	}
 	defer b.leave()
-	reply := serveRequest(b.ctx, b.h, m.Header.Get(HeaderNode), m.Data, &b.malformed)
-	if reply == nil {
-		return
-	}
-	if err := m.Respond(reply); err != nil {
-		b.log.Debug("flux cluster: forward reply not sent", "err", err)
+	for _, reply := range b.g.serveRequest(b.ctx, b.h, m.Header.Get(HeaderNode), m.Data, 0) {
+		if err := m.Respond(reply); err != nil {
+			b.log.Debug("flux cluster: forward reply not sent", "err", err)
+		}
 	}
 }
 
@@ -235,38 +248,18 @@ func (b *NATS) serveSync(m *nats.Msg) {
 		return
 	}
 	defer b.leave()
-	name, err := decodeSync(m.Data)
-	if err != nil {
-		b.malformed.Add(1)
-		return
-	}
-	states, err := b.h.HandleSync(b.ctx, m.Header.Get(HeaderNode), name)
-	if err != nil {
-		_ = b.nc.Publish(m.Reply, appendSyncReply(nil, nil, true, err))
-		return
-	}
-	limit := b.chunkLimit()
-	start, size := 0, 0
-	for i := range states {
-		s := stateSize(&states[i])
-		if size+s > limit && i > start {
-			if err := b.nc.Publish(m.Reply, appendSyncReply(nil, states[start:i], false, nil)); err != nil {
-				b.log.Debug("flux cluster: sync chunk not sent", "err", err)
-				return
-			}
-			start, size = i, 0
+	for _, chunk := range b.g.serveRequest(b.ctx, b.h, m.Header.Get(HeaderNode), m.Data, b.chunkLimit()) {
+		if err := b.nc.Publish(m.Reply, chunk); err != nil {
+			b.log.Debug("flux cluster: sync chunk not sent", "err", err)
+			return
 		}
-		size += s
-	}
-	if err := b.nc.Publish(m.Reply, appendSyncReply(nil, states[start:], true, nil)); err != nil {
-		b.log.Debug("flux cluster: sync chunk not sent", "err", err)
 	}
 }
 
 // chunkLimit is the payload budget of one message, leaving room for the
 // message's own header fields.
 func (b *NATS) chunkLimit() int {
-	return max(int(b.nc.MaxPayload())-1024, 1024)
+	return max(int(b.nc.MaxPayload())-1024-maxEnvelopeHeader, 1024)
 }
 
 func (b *NATS) msg(subject string, data []byte) *nats.Msg {
@@ -295,7 +288,7 @@ func (b *NATS) Publish(ctx context.Context, u Updates) error {
 	items := u.Items
 	for len(items) > 0 {
 		n, size := 0, 0
-		for n < len(items) {
+		for n < len(items) && n < b.g.maxItems {
 			s := updateSize(&items[n])
 			if n > 0 && size+s > limit {
 				break
@@ -303,7 +296,8 @@ func (b *NATS) Publish(ctx context.Context, u Updates) error {
 			size += s
 			n++
 		}
-		data := appendUpdates(nil, &Updates{Limiter: u.Limiter, Items: items[:n]})
+		part := Updates{Limiter: u.Limiter, Items: items[:n]}
+		data, _ := b.g.wrap(nil, kindUpdates, "", 0, func(dst []byte) []byte { return appendUpdates(dst, &part) })
 		if len(data) > int(b.nc.MaxPayload()) {
 			return errorf(ErrTooLarge, "update of %d bytes", len(data))
 		}
@@ -323,7 +317,8 @@ func (b *NATS) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := b.nc.PublishMsg(b.msg(b.subj.Heartbeat(), appendHeartbeat(nil, &hb))); err != nil {
+	data, _ := b.g.wrap(nil, kindHeartbeat, "", 0, func(dst []byte) []byte { return appendHeartbeat(dst, &hb) })
+	if err := b.nc.PublishMsg(b.msg(b.subj.Heartbeat(), data)); err != nil {
 		return fmt.Errorf("bus: heartbeat: %w", err)
 	}
 	return nil
@@ -344,7 +339,7 @@ func (b *NATS) Forward(ctx context.Context, node string, checks []Check) ([]Resu
 	if b.isClosed() {
 		return nil, ErrClosed
 	}
-	data := appendForward(nil, checks)
+	data, seq := b.g.wrap(nil, kindForward, node, 0, func(dst []byte) []byte { return appendForward(dst, checks) })
 	if len(data) > int(b.nc.MaxPayload()) {
 		return nil, errorf(ErrTooLarge, "forward of %d bytes", len(data))
 	}
@@ -352,7 +347,11 @@ func (b *NATS) Forward(ctx context.Context, node string, checks []Check) ([]Resu
 	if err != nil {
 		return nil, natsErr(node, err)
 	}
-	return decodeForwardReply(resp.Data)
+	msg, err := b.g.openReply(resp.Data, kindForwardReply, node, seq)
+	if err != nil {
+		return nil, err
+	}
+	return decodeForwardReply(msg)
 }
 
 // Sync asks node for the state of limiter and collects its chunks.
@@ -360,13 +359,14 @@ func (b *NATS) Sync(ctx context.Context, node, limiter string) ([]flux.KeyState,
 	if b.isClosed() {
 		return nil, ErrClosed
 	}
-	inbox := b.nc.NewInbox()
+	inbox := b.subj.Inbox(b.self) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
 	sub, err := b.nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, natsErr(node, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	req := b.msg(b.subj.Sync(node), appendSync(nil, limiter))
+	data, seq := b.g.wrap(nil, kindSync, node, 0, func(dst []byte) []byte { return appendSync(dst, limiter) })
+	req := b.msg(b.subj.Sync(node), data)
 	req.Reply = inbox
 	if err := b.nc.PublishMsg(req); err != nil {
 		return nil, natsErr(node, err)
@@ -380,7 +380,11 @@ func (b *NATS) Sync(ctx context.Context, node, limiter string) ([]flux.KeyState,
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 			return nil, fmt.Errorf("%w: node %s", ErrNoResponders, node)
 		}
-		states, last, remote, err := decodeSyncReply(m.Data)
+		msg, err := b.g.openReply(m.Data, kindSyncReply, node, seq)
+		if err != nil {
+			return nil, err
+		}
+		states, last, remote, err := decodeSyncReply(msg)
 		if err != nil {
 			return nil, err
 		}

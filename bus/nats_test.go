@@ -29,13 +29,21 @@ func natsServer(t *testing.T, maxPayload int32) *server.Server {
 	return s
 }
 
+// testSecret is the cluster secret of the tests' buses.
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
 func natsBus(t *testing.T, s *server.Server, id string, h Handler) (*NATS, *nats.Conn) {
+	t.Helper()
+	return natsBusWith(t, s, id, h, Security{Secret: testSecret})
+}
+
+func natsBusWith(t *testing.T, s *server.Server, id string, h Handler, sec Security) (*NATS, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewNATS(NATSConfig{Conn: nc, Node: id, Cluster: "t1"})
+	b, err := NewNATS(NATSConfig{Conn: nc, Node: id, Cluster: "t1", Security: sec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +151,7 @@ func TestNATSBus(t *testing.T) {
 func TestNATSBusDropsMalformed(t *testing.T) {
 	s := natsServer(t, 0)
 	h := &recorder{}
-	b, _ := natsBus(t, s, "b", h)
+	b, _ := natsBusWith(t, s, "b", h, Security{Insecure: true})
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)

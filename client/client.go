@@ -143,6 +143,15 @@ func WithTracerProvider(tp trace.TracerProvider, opts ...tracing.Option) Option 
 	return func(c *Client) { c.tr = tracing.New(tp, opts...) }
 }
 
+// InboxPrefix is the connection option that makes nc receive its replies
+// under prefix (nats.CustomInboxPrefix). A client whose NATS user may
+// subscribe only to its own inbox prefix (flux-node's client_users, or an
+// external NATS as docs/PROTOCOL.md shows) connects with it, so that no
+// other client can read its replies:
+//
+//	nc, err := nats.Connect(url, nats.UserInfo("alice", pw), client.InboxPrefix("_INBOX_alice"))
+func InboxPrefix(prefix string) nats.Option { return nats.CustomInboxPrefix(prefix) }
+
 // New returns a client over nc. Closing nc is the caller's business.
 func New(nc *nats.Conn, opts ...Option) *Client {
 	c := &Client{nc: nc, timeout: DefaultTimeout}

@@ -78,6 +78,11 @@ type Config struct {
 	// OnEvent, if set, is told about every membership change, from the
 	// membership's goroutine (see bus.MembershipConfig.OnEvent).
 	OnEvent func(bus.Event)
+	// MaxClockSkew bounds how far ahead of this node's clock a peer's
+	// admission may be stamped (bus.DefaultMaxSkew, 10s); later ones are
+	// refused (Stats.UpdatesRefused): one forged or skewed update must
+	// not deny a key for years.
+	MaxClockSkew time.Duration
 }
 
 const (
@@ -120,7 +125,7 @@ type Coordinator struct {
 
 	closeOnce sync.Once
 
-	caughtUp, dropped atomic.Uint64
+	caughtUp, dropped, refused, clamped atomic.Uint64
 }
 
 type entry struct {
@@ -140,6 +145,12 @@ func New(b bus.Bus, cfg Config) (*Coordinator, error) {
 	}
 	if cfg.JoinWait < 0 || cfg.CatchUpTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative join wait or catch-up timeout", ErrInvalidConfig)
+	}
+	if cfg.MaxClockSkew < 0 {
+		return nil, fmt.Errorf("%w: negative MaxClockSkew", ErrInvalidConfig)
+	}
+	if cfg.MaxClockSkew == 0 {
+		cfg.MaxClockSkew = bus.DefaultMaxSkew
 	}
 	if cfg.JoinWait == 0 {
 		cfg.JoinWait = DefaultJoinWait

@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"context"
+	"math"
 	"time"
 
 	flux "github.com/fluxlimiter/flux"
@@ -40,8 +41,11 @@ func (h handler) HandleUpdates(from string, u bus.Updates) {
 
 // apply adds peers' admissions to e's limiter. An item the limiter
 // rejects (a key too long for it) is dropped and counted; the others are
-// applied.
+// applied, once checked against local sense (sane).
 func (c *Coordinator) apply(e *entry, items []flux.Update) {
+	if items = c.sane(e, items); len(items) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	errs := make([]error, len(items))
@@ -58,6 +62,33 @@ func (c *Coordinator) apply(e *entry, items []flux.Update) {
 	}
 	c.dropped.Add(uint64(bad))
 	e.applied.Add(uint64(len(items) - bad))
+}
+
+// sane keeps the items of a peer's update that make sense here, in place:
+// an admission stamped more than MaxClockSkew ahead of this node's clock
+// is refused (a TAT years ahead would deny the key for years), and a cost
+// above what one node can admit of a key between two publications (the
+// capacity, plus what the rate refills in a sync interval and a second:
+// an honest aggregate never exceeds it) is applied as that bound. Keys
+// longer than the limiter's maximum are the limiter's to refuse.
+func (c *Coordinator) sane(e *entry, items []flux.Update) []flux.Update {
+	lim := e.lim.Limit()
+	refill := lim.Rate * (e.cfg.SyncInterval + time.Second).Seconds()
+	maxCost := lim.Capacity() + int(min(math.Ceil(refill), 1<<31))
+	horizon := c.now() + int64(c.cfg.MaxClockSkew)
+	kept := items[:0]
+	for _, it := range items {
+		if it.At > horizon {
+			c.refused.Add(1)
+			continue
+		}
+		if it.Cost > maxCost {
+			it.Cost = maxCost
+			c.clamped.Add(1)
+		}
+		kept = append(kept, it)
+	}
+	return kept
 }
 
 // HandleForward decides checks forwarded by a peer that takes this node

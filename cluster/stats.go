@@ -38,6 +38,15 @@ type Stats struct {
 	// unknown or local limiter, the catch-up backlog full, or rejected by
 	// the limiter.
 	UpdatesDropped uint64
+	// UpdatesRefused counts received updates refused because their
+	// admission time was more than Config.MaxClockSkew ahead of this
+	// node's clock.
+	UpdatesRefused uint64
+	// UpdatesClamped counts received updates whose cost was above what
+	// one node can admit of a key between two publications (the
+	// capacity, plus the rate over the sync interval and a second) and
+	// was applied as that bound.
+	UpdatesClamped uint64
 }
 
 // Stats returns the Coordinator's counters.
@@ -49,6 +58,8 @@ func (c *Coordinator) Stats() Stats {
 		Forwarder:      c.fwd.Stats(),
 		CaughtUp:       c.caughtUp.Load(),
 		UpdatesDropped: c.dropped.Load(),
+		UpdatesRefused: c.refused.Load(),
+		UpdatesClamped: c.clamped.Load(),
 		Suspected:      int(c.nsus.Load()),
 	}
 	if s, ok := c.bus.(interface{ Stats() bus.Stats }); ok {

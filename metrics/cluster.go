@@ -91,7 +91,7 @@ var (
 	descPublishErrors = prometheus.NewDesc("flux_cluster_publish_errors_total",
 		"Gossip batches that could not be published.", nil, nil)
 	descDropped = prometheus.NewDesc("flux_cluster_dropped_total",
-		"Cluster messages or updates dropped, by reason: malformed (undecodable message), slow (the node fell behind), unapplied (an update for an unknown or local limiter, or refused by the limiter).", []string{"reason"}, nil)
+		"Cluster messages or updates dropped, by reason: malformed (undecodable message), slow (the node fell behind), unapplied (an update for an unknown or local limiter, or refused by the limiter), unauthenticated (not signed with the cluster secret), replayed (seen before, stamped too far from this node's clock, or meant for another node), spoofed (a heartbeat naming another node), throttled (more updates than one message or one peer's second may carry), future (an admission stamped beyond the clock skew bound ahead of this node's clock).", []string{"reason"}, nil)
 	descCaughtUp = prometheus.NewDesc("flux_cluster_caught_up_keys_total",
 		"Key states restored from peers when the node joined.", nil, nil)
 )
@@ -132,6 +132,11 @@ func (c *ClusterCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPublishErrors, publishErrs)
 	counter(descDropped, st.Bus.Malformed, "malformed")
 	counter(descDropped, st.Bus.Dropped, "slow")
+	counter(descDropped, st.Bus.Unauthenticated, "unauthenticated")
+	counter(descDropped, st.Bus.Replayed, "replayed")
+	counter(descDropped, st.Bus.Spoofed, "spoofed")
+	counter(descDropped, st.Bus.Throttled, "throttled")
+	counter(descDropped, st.UpdatesRefused, "future")
 	counter(descDropped, st.UpdatesDropped, "unapplied")
 	counter(descCaughtUp, st.CaughtUp)
 }

@@ -52,12 +52,17 @@ func (n *Node) startCluster(ctx context.Context, cfg Config, set *limiterSet) er
 	if !cfg.clustered() || n.cl.coord.Load() != nil {
 		return nil
 	}
+	secret, err := cfg.clusterSecret()
+	if err != nil {
+		return err
+	}
 	log := n.log.With("component", "cluster")
 	interval := orDefault(time.Duration(cfg.Heartbeat), bus.DefaultHeartbeat)
 	if n.srv != nil && len(cfg.Routes) > 0 {
 		n.waitRoutes(ctx, 2*interval)
 	}
-	b, err := bus.NewNATS(bus.NATSConfig{Conn: n.nc, Node: cfg.NodeID, Cluster: cfg.clusterName(), Logger: log})
+	b, err := bus.NewNATS(bus.NATSConfig{Conn: n.nc, Node: cfg.NodeID, Cluster: cfg.clusterName(), Logger: log,
+		Security: bus.Security{Secret: secret}})
 	if err != nil {
 		return fmt.Errorf("flux-node: cluster: %w", err)
 	}

@@ -217,10 +217,14 @@ type testCluster struct {
 	proxies *routeProxies // nil on an external NATS
 }
 
+// testClusterSecret is the cluster secret of the tests' clusters.
+var testClusterSecret = []byte("test cluster secret, 32 bytes or more")
+
 // clusterNodeConfig is node i's configuration, without the NATS settings.
 func clusterNodeConfig(t *testing.T, i int, limiters map[string]LimiterConfig) Config {
 	cfg := testConfig(t)
 	cfg.NodeID = fmt.Sprintf("n%d", i)
+	cfg.ClusterSecret = testClusterSecret
 	cfg.Limiters = maps.Clone(limiters)
 	cfg.Heartbeat = Duration(testHeartbeat)
 	cfg.DrainTimeout = Duration(time.Second)

@@ -1,10 +1,15 @@
 package node
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +54,84 @@ type ClusterConfig struct {
 	// bus.DefaultHeartbeat, 1s, when zero). A node missing three is
 	// dropped by its peers.
 	Heartbeat Duration `yaml:"heartbeat"`
+	// ClusterSecretFile is a file holding the cluster secret
+	// (--cluster-secret-file); without one, the secret is read from the
+	// environment variable FLUX_CLUSTER_SECRET (EnvClusterSecret). Every
+	// node of a cluster has the same secret, at least bus.MinSecretLen
+	// bytes once white space around it is trimmed: nodes sign everything
+	// they send each other with it, and the embedded servers' routes log
+	// in with a password derived from it. A clustered node without one
+	// does not start.
+	ClusterSecretFile string `yaml:"cluster_secret_file"`
+	// ClusterSecret is the secret itself, for programs that embed a node;
+	// it wins over the file and the environment. It is never read from
+	// YAML: a config file is often readable by more people than a secret
+	// should be.
+	ClusterSecret []byte `yaml:"-"`
+	// ClusterTLSCert and ClusterTLSKey are the PEM certificate and key the
+	// embedded server presents on its routes, and ClusterTLSCA the CA its
+	// peers' certificates must be signed by (--cluster-tls-cert,
+	// --cluster-tls-key, --cluster-tls-ca; all three or none). Optional:
+	// without them routes are authenticated (the route password) but not
+	// encrypted.
+	ClusterTLSCert string `yaml:"cluster_tls_cert"`
+	ClusterTLSKey  string `yaml:"cluster_tls_key"`
+	ClusterTLSCA   string `yaml:"cluster_tls_ca"`
+}
+
+// EnvClusterSecret is the environment variable a clustered node reads its
+// secret from when no cluster_secret_file is given.
+const EnvClusterSecret = "FLUX_CLUSTER_SECRET"
+
+// errNoSecret is wrapped by the errors of a missing or short secret.
+var errNoSecret = fmt.Errorf("%w: a cluster needs a secret of at least %d bytes, the same on every node: give --cluster-secret-file (cluster_secret_file) or set %s (generate one with: openssl rand -base64 32)",
+	ErrInvalidConfig, bus.MinSecretLen, EnvClusterSecret)
+
+// clusterSecret returns the cluster secret: ClusterSecret, else the file's
+// content, else the environment's, trimmed of white space. It fails when
+// there is none or it is shorter than bus.MinSecretLen.
+func (c Config) clusterSecret() ([]byte, error) {
+	var s []byte
+	from := "the environment variable " + EnvClusterSecret
+	switch {
+	case c.ClusterSecret != nil:
+		s, from = c.ClusterSecret, "ClusterSecret"
+	case c.ClusterSecretFile != "":
+		b, err := os.ReadFile(c.ClusterSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster_secret_file (--cluster-secret-file): %w", ErrInvalidConfig, err)
+		}
+		s, from = bytes.TrimSpace(b), "cluster_secret_file "+c.ClusterSecretFile
+	default:
+		s = []byte(strings.TrimSpace(os.Getenv(EnvClusterSecret)))
+	}
+	if len(s) == 0 {
+		return nil, errNoSecret
+	}
+	if len(s) < bus.MinSecretLen {
+		return nil, fmt.Errorf("%w (%s holds %d)", errNoSecret, from, len(s))
+	}
+	return s, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// routeUser is the user the embedded servers' routes log in as; its
+// password is derived from the cluster secret (routePassword).
+const routeUser = "flux-route"
+
+// routePassword derives the routes' password from the cluster secret, so
+// that one secret protects both layers and a route password seen in a
+// server's configuration does not reveal the secret.
+func routePassword(secret []byte, cluster string) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("flux route password v1\x00" + cluster))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // LimiterClusterConfig is how one limiter takes part in the cluster: the
@@ -172,6 +255,16 @@ func (c Config) validateCluster() []error {
 	if c.NATSURL == "" && len(c.Routes) > 0 && c.ClusterListen == "" {
 		bad("routes (--routes) need cluster_listen (--cluster-listen): the route port of this node's embedded server")
 	}
+	if n := btoi(c.ClusterTLSCert != "") + btoi(c.ClusterTLSKey != "") + btoi(c.ClusterTLSCA != ""); n != 0 && n != 3 {
+		bad("cluster_tls_cert, cluster_tls_key and cluster_tls_ca go together")
+	} else if n == 3 && c.ClusterListen == "" {
+		bad("cluster_tls_cert, cluster_tls_key and cluster_tls_ca are for the routes of cluster_listen (--cluster-listen)")
+	}
+	if c.ClusterSecretFile != "" {
+		if _, err := c.clusterSecret(); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	if c.Heartbeat < 0 || time.Duration(c.Heartbeat) > time.Minute {
 		bad("heartbeat (--heartbeat) %v: want 0 (the default, %v) to 1m", c.Heartbeat, bus.DefaultHeartbeat)
 	}
@@ -229,12 +322,38 @@ func (n *Node) clusterServerOptions(cfg Config, opts *server.Options) error {
 		}
 		ln.Close()
 	}
-	opts.Cluster = server.ClusterOpts{Name: cfg.clusterName(), Host: host, Port: port, PoolSize: -1}
+	secret, err := cfg.clusterSecret()
+	if err != nil {
+		return err
+	}
+	// Routes log in: a server that reaches the route port without the
+	// password derived from the secret is refused, so it cannot join the
+	// NATS cluster, read its traffic or take its clients.
+	pw := routePassword(secret, cfg.clusterName())
+	opts.Cluster = server.ClusterOpts{Name: cfg.clusterName(), Host: host, Port: port, PoolSize: -1,
+		Username: routeUser, Password: pw}
 	if len(cfg.Routes) > 0 {
 		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Routes, ","))
 	}
 	if n.cl.serverOptions != nil {
 		n.cl.serverOptions(opts)
+	}
+	for _, r := range opts.Routes {
+		r.User = url.UserPassword(routeUser, pw)
+	}
+	if cfg.ClusterTLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: cfg.ClusterTLSCert, KeyFile: cfg.ClusterTLSKey, CaFile: cfg.ClusterTLSCA, Verify: true, Timeout: 2,
+		})
+		if err != nil {
+			return fmt.Errorf("flux-node: route TLS (--cluster-tls-cert, --cluster-tls-key, --cluster-tls-ca): %w", err)
+		}
+		tc.RootCAs = tc.ClientCAs // the same CA both ways, as nats-server's config file does for routes
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
+	}
+	if ip := net.ParseIP(host); host == "" || ip == nil || !ip.IsLoopback() {
+		n.log.Warn("NATS routes listen beyond loopback: other machines can reach the route port; it takes only servers that log in with the cluster secret's route password, but traffic on it is not encrypted: keep it on a private network",
+			"cluster_listen", cfg.ClusterListen)
 	}
 	return nil
 }

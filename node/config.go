@@ -95,6 +95,16 @@ type Config struct {
 	Token    string `yaml:"token"`
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
+	// TokenFile and PasswordFile name files holding the token and the
+	// password (--token-file, --password-file), which, unlike flags, do
+	// not show in the process list; without them the environment
+	// variables FLUX_TOKEN and FLUX_PASSWORD are read (Credentials).
+	TokenFile    string `yaml:"token_file"`
+	PasswordFile string `yaml:"password_file"`
+	// ClientUsers are clients of the embedded server with users of their
+	// own, each confined to its own reply inbox (YAML only; see
+	// ClientUser).
+	ClientUsers []ClientUser `yaml:"client_users"`
 	// TLSCert and TLSKey are the PEM certificate and key of the embedded
 	// server (--tls-cert, --tls-key); with NATSURL they are the node's
 	// client certificate. TLSCA is the PEM CA bundle the node's connection
@@ -357,14 +367,18 @@ func (c Config) Validate() error {
 	if strings.ContainsFunc(c.NodeID, unicode.IsSpace) {
 		bad("node_id (--node-id) %q: want a name without spaces (or none: generated)", c.NodeID)
 	}
-	if c.Token != "" && c.User != "" {
-		bad("token and user are exclusive: use one way to authenticate")
-	}
-	if c.Password != "" && c.User == "" {
-		bad("password without user")
-	}
-	if c.User != "" && c.Password == "" {
-		bad("user without password")
+	if token, user, password, err := c.Credentials(); err != nil {
+		problems = append(problems, err)
+	} else {
+		if token != "" && user != "" {
+			bad("token and user are exclusive: use one way to authenticate")
+		}
+		if (c.Password != "" || c.PasswordFile != "") && user == "" {
+			bad("password without user")
+		}
+		if user != "" && password == "" {
+			bad("user without password (password, password_file or %s)", EnvPassword)
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert and tls_key go together")
@@ -422,6 +436,7 @@ func (c Config) Validate() error {
 	for _, p := range validateReplyPrefixes(c.ReplyPrefixes) {
 		bad("%s", p)
 	}
+	problems = append(problems, c.validateClientUsers()...)
 	problems = append(problems, c.validateCluster()...)
 	problems = append(problems, c.validateStore()...)
 	return errors.Join(problems...)

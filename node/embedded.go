@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -60,12 +64,11 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	if err := n.clusterServerOptions(cfg, opts); err != nil {
 		return "", err
 	}
-	switch {
-	case cfg.Token != "":
-		opts.Authorization = cfg.Token
-	case cfg.User != "":
-		opts.Username, opts.Password = cfg.User, cfg.Password
+	if cfg, err = cfg.withCredentials(); err != nil {
+		return "", err
 	}
+	n.embAuth = newEmbeddedAuth(cfg)
+	opts.CustomClientAuthentication = n.embAuth
 	if cfg.TLSCert != "" {
 		to := &server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, Timeout: 2}
 		if cfg.TLSVerify {
@@ -114,9 +117,14 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	return u, nil
 }
 
-// clientAuthOptions are the credentials and TLS settings of a NATS
-// connection made with cfg (the node's own, and the check subcommand's).
+// clientAuthOptions are the credentials and TLS settings of a client's
+// NATS connection made with cfg (the check subcommand's; the node's own
+// with an external NATS).
 func clientAuthOptions(cfg Config) ([]nats.Option, error) {
+	cfg, err := cfg.withCredentials()
+	if err != nil {
+		return nil, err
+	}
 	var opts []nats.Option
 	switch {
 	case cfg.Token != "":
@@ -124,13 +132,178 @@ func clientAuthOptions(cfg Config) ([]nats.Option, error) {
 	case cfg.User != "":
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
+	return append(opts, tlsOptions(cfg)...), nil
+}
+
+// nodeAuthOptions are the credentials and TLS settings of the node's own
+// connections (the service's, the store's): with the embedded server, its
+// internal credential, which no client holds, and replies under
+// nodeInboxPrefix, which no client may subscribe to (clients may read
+// _INBOX.>, where the node's forwarded checks and store reads would
+// otherwise be answered); else the configured credential.
+func (n *Node) nodeAuthOptions(cfg Config) ([]nats.Option, error) {
+	if n.embAuth == nil {
+		return clientAuthOptions(cfg)
+	}
+	opts := []nats.Option{nats.UserInfo(n.embAuth.nodeUser, n.embAuth.nodePassword), nats.CustomInboxPrefix(nodeInboxPrefix)}
+	return append(opts, tlsOptions(cfg)...), nil
+}
+
+// ServiceOptions are the connection options that log in to the node's
+// embedded server with the node's own rights (every subject), for a
+// program that embeds the node and serves subjects of its own beside it
+// (a benchmark's echo responder). Never hand them to clients: they could
+// then answer for the service. Nil when the node has no embedded server
+// or is not started. Safe for simultaneous use once Start has returned.
+func (n *Node) ServiceOptions() []nats.Option {
+	if n.embAuth == nil {
+		return nil
+	}
+	return []nats.Option{nats.UserInfo(n.embAuth.nodeUser, n.embAuth.nodePassword)}
+}
+
+// nodeInboxPrefix is where the node's own connections to the embedded
+// server receive replies.
+const nodeInboxPrefix = "_FLUX_NODE_INBOX"
+
+// tlsOptions are the TLS settings of a connection made with cfg.
+func tlsOptions(cfg Config) []nats.Option {
+	var opts []nats.Option
 	if cfg.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))
 	}
 	if cfg.TLSCert != "" && (cfg.TLSVerify || cfg.NATSURL != "") {
 		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
 	}
-	return opts, nil
+	return opts
+}
+
+// The embedded server's authorization separates the clients from the
+// service. Clients (the configured token or user, or anyone when none is
+// configured, on loopback by default) may publish requests on flux.v1.>
+// and $SRV.> and subscribe to their reply inboxes, nothing else: they
+// cannot subscribe to flux.v1.> (queue-subscribing to flux.v1.check would
+// let them answer other clients' checks), nor touch the cluster's _FLUX.>
+// subjects or JetStream. The node's own connections log in with a
+// credential drawn at random at each start, which no client holds, and may
+// do everything.
+
+// Subjects of the client permissions.
+const (
+	// ClientPublish are the subjects clients may publish to.
+	clientPublishService  = "flux.v1.>"
+	clientPublishDiscover = "$SRV.>"
+	// DefaultInboxPrefix is the reply inbox prefix of NATS clients that do
+	// not set one (nats.go, the nats CLI, nats.js): clients of the shared
+	// credential may subscribe to DefaultInboxPrefix + ".>".
+	DefaultInboxPrefix = "_INBOX"
+)
+
+// ClientPermissions are the NATS permissions of a flux-node client whose
+// replies come to inboxPrefix (DefaultInboxPrefix unless the client sets
+// its own): publish requests on flux.v1.> and $SRV.>, subscribe to
+// inboxPrefix.> only. The embedded server gives them to its clients;
+// docs/PROTOCOL.md shows them for an external NATS.
+func ClientPermissions(inboxPrefix string) *server.Permissions {
+	return clientPermissions([]string{inboxPrefix + ".>"})
+}
+
+func clientPermissions(subscribe []string) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{clientPublishService, clientPublishDiscover}},
+		Subscribe: &server.SubjectPermission{Allow: subscribe},
+	}
+}
+
+// sharedInboxes are the subscriptions of the shared client credential:
+// the reply prefixes the node answers (reply_prefixes, _INBOX. by
+// default) that end a token; one ending in "_" names no subscribable
+// subject, so its clients need a user of their own (client_users).
+func sharedInboxes(cfg Config) []string {
+	prefixes := cfg.ReplyPrefixes
+	if len(prefixes) == 0 {
+		prefixes = DefaultReplyPrefixes
+	}
+	var subs []string
+	for _, p := range prefixes {
+		if strings.HasSuffix(p, ".") {
+			subs = append(subs, p+">")
+		}
+	}
+	return subs
+}
+
+// embeddedAuth is the embedded server's server.Authentication. Safe for
+// simultaneous use (read-only after creation).
+type embeddedAuth struct {
+	token, user, password  string // the clients' shared credential
+	anyone                 bool   // no client credential configured: anyone on the client port
+	nodeUser, nodePassword string // the node's own connections
+	clients                *server.Permissions
+	users                  map[string]clientUser // client_users
+}
+
+type clientUser struct {
+	password string
+	perms    *server.Permissions
+}
+
+// nodeUserName is the user the node's own connections log in as.
+const nodeUserName = "flux-node-internal"
+
+func newEmbeddedAuth(cfg Config) *embeddedAuth {
+	var pw [32]byte
+	_, _ = rand.Read(pw[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	a := &embeddedAuth{nodeUser: nodeUserName, nodePassword: hex.EncodeToString(pw[:]), clients: clientPermissions(sharedInboxes(cfg))}
+	switch {
+	case cfg.Token != "":
+		a.token = cfg.Token
+	case cfg.User != "":
+		a.user, a.password = cfg.User, cfg.Password
+	}
+	a.users = make(map[string]clientUser, len(cfg.ClientUsers))
+	for _, u := range cfg.ClientUsers {
+		pw, err := u.password()
+		if err != nil || pw == "" {
+			continue // validated: only if the file changed since
+		}
+		a.users[u.User] = clientUser{password: pw, perms: ClientPermissions(u.inboxPrefix())}
+	}
+	a.anyone = a.token == "" && a.user == "" && len(cfg.ClientUsers) == 0
+	return a
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// Check implements server.Authentication.
+func (a *embeddedAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	o := c.GetOpts()
+	if o.Username == a.nodeUser {
+		if !equal(o.Password, a.nodePassword) {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: a.nodeUser}) // no permissions: everything
+		return true
+	}
+	if u, ok := a.users[o.Username]; ok {
+		if !equal(o.Password, u.password) {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: o.Username, Permissions: u.perms})
+		return true
+	}
+	switch {
+	case a.anyone:
+	case a.token != "" && equal(o.Token, a.token):
+	case a.user != "" && equal(o.Username, a.user) && equal(o.Password, a.password):
+	default:
+		return false
+	}
+	c.RegisterUser(&server.User{Username: "flux-client", Permissions: a.clients})
+	return true
 }
 
 // natsLogger sends the embedded server's logs to slog: notices at debug

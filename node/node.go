@@ -125,6 +125,7 @@ type Node struct {
 	shutErr  error
 
 	srv       *server.Server
+	embAuth   *embeddedAuth // the embedded server's authorization (embedded.go)
 	nc        *nats.Conn
 	ncClosed  chan struct{}
 	svc       *service  // the doors (door.go)
@@ -181,7 +182,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Node, error) {
 	}
 	n.met = met
 	n.obs = observer{met}
-	n.replies = newReplyRule(cfg.ReplyPrefixes)
+	n.replies = newReplyRule(cfg.replyPrefixes())
 	n.st = newNodeStore(cfg)
 	if n.st != nil {
 		// Made by Start, once the store is connected.
@@ -563,7 +564,7 @@ func (n *Node) connect(ctx context.Context, cfg Config, url string) error {
 			n.log.Warn("NATS error", "subject", subj, "error", err)
 		}),
 	}
-	auth, err := clientAuthOptions(cfg)
+	auth, err := n.nodeAuthOptions(cfg)
 	if err != nil {
 		return err
 	}

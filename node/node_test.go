@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/fluxlimiter/flux"
@@ -258,11 +259,24 @@ func TestPortInUse(t *testing.T) {
 }
 
 func TestExternalNATS(t *testing.T) {
-	// One node embeds NATS; a second joins it with NATSURL. Both serve the
-	// same subjects in one queue group.
-	a := startNode(t, testConfig(t))
+	// Two nodes join one NATS server with NATSURL. Both serve the same
+	// subjects in one queue group. (A node's embedded server gives other
+	// connections client permissions only: nodes share it through routes,
+	// not as clients.)
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("NATS server did not start")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	cfg := testConfig(t)
-	cfg.NATSURL = a.ClientURL()
+	cfg.NATSURL = s.ClientURL()
+	a := startNode(t, cfg)
+	cfg = testConfig(t)
+	cfg.NATSURL = s.ClientURL()
 	cfg.NodeID = "b"
 	b := startNode(t, cfg)
 	if b.ClientURL() != a.ClientURL() {

@@ -287,7 +287,7 @@ func (n *Node) connectStore(ctx context.Context, cfg Config) error {
 	case StoreNATSKV:
 		what = "nats-kv on " + n.clientURL
 		var opts []nats.Option
-		if opts, err = clientAuthOptions(cfg); err == nil {
+		if opts, err = n.nodeAuthOptions(cfg); err == nil {
 			opts = append(opts, nats.Name("flux-node "+cfg.NodeID+" store"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 			s, err = natskv.Open(ctx, n.clientURL, natskv.Options{Bucket: cfg.prefix()}, opts...)
 		}

@@ -21,9 +21,10 @@ const echoDecision = `{"allowed":true,"limit":1001,"remaining":1000,"retry_after
 // reading the request: the NATS request-reply ceiling for replies of
 // flux-node's size, measured with the same load generator. It serves each
 // subject with subs subscriptions in one queue group on one connection,
-// as flux-node's micro endpoints do. Call the returned function to stop it.
-func StartEcho(url string, subs, batch int) (func(), error) {
-	nc, err := nats.Connect(url, nats.Name("fluxload echo"))
+// as flux-node's micro endpoints do; opts are extra connection options
+// (credentials). Call the returned function to stop it.
+func StartEcho(url string, subs, batch int, opts ...nats.Option) (func(), error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("fluxload echo")}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("load: echo: %w", err)
 	}

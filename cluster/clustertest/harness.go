@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -81,13 +82,20 @@ func Start(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
+// secret is the cluster secret of every harness cluster.
+var secret = func() []byte {
+	b := make([]byte, bus.MinSecretLen)
+	_, _ = rand.Read(b)
+	return b
+}()
+
 func startNode(ctx context.Context, url, id string, cfg ClusterConfig) (*Node, error) {
 	nc, err := nats.Connect(url, nats.Name("flux-"+id), nats.NoReconnect())
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{ID: id, Conn: nc}
-	b, err := bus.NewNATS(bus.NATSConfig{Conn: nc, Node: id})
+	b, err := bus.NewNATS(bus.NATSConfig{Conn: nc, Node: id, Security: bus.Security{Secret: secret}})
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
 	"github.com/fluxlimiter/flux/protocol"
+	"github.com/fluxlimiter/flux/node"
 )
 
 // defaultURL is where `flux-node check` looks for a node unless told
@@ -31,9 +32,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		url = env
 	}
 	fs.StringVar(&url, "nats-url", url, "NATS `URL` of the node ($NATS_URL if set)")
-	token := fs.String("token", "", "NATS authorization `TOKEN`")
+	token := fs.String("token", "", "NATS authorization `TOKEN` (default: the environment variable "+node.EnvToken+")")
 	user := fs.String("user", "", "NATS `USER`")
-	password := fs.String("password", "", "NATS `PASSWORD`")
+	password := fs.String("password", "", "NATS `PASSWORD` (default: the environment variable "+node.EnvPassword+")")
 	ca := fs.String("tls-ca", "", "PEM CA `FILE` to verify the server with")
 	cert := fs.String("tls-cert", "", "PEM client certificate `FILE`")
 	key := fs.String("tls-key", "", "PEM key `FILE` of --tls-cert")
@@ -68,11 +69,17 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cost = c
 	}
 	opts := []nats.Option{nats.Name("flux-node check"), nats.Timeout(*timeout)}
+	// As the node does, read what the flags leave out from the
+	// environment: flags show in the process list.
+	tok, _, pw, err := node.Config{Token: *token, User: *user, Password: *password}.Credentials()
+	if err != nil {
+		return fail("%v", err)
+	}
 	switch {
-	case *token != "":
-		opts = append(opts, nats.Token(*token))
+	case tok != "":
+		opts = append(opts, nats.Token(tok))
 	case *user != "":
-		opts = append(opts, nats.UserInfo(*user, *password))
+		opts = append(opts, nats.UserInfo(*user, pw))
 	}
 	if *ca != "" {
 		opts = append(opts, nats.RootCAs(*ca))

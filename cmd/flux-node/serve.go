@@ -62,12 +62,22 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		func(c *node.Config, v string) { c.ClusterListen = v })
 	str("routes", "route `URL`s of the cluster's servers, comma-separated: nats-route://HOST:PORT,... (the same full list may be given to every node)",
 		func(c *node.Config, v string) { c.Routes = node.ParseRoutes(v) })
+	str("cluster-secret-file", "`FILE` holding the cluster secret, the same on every node, at least 32 bytes (default: the environment variable "+node.EnvClusterSecret+"); required in a cluster",
+		func(c *node.Config, v string) { c.ClusterSecretFile = v })
+	str("cluster-tls-cert", "PEM certificate `FILE` the embedded server presents on its routes (with --cluster-tls-key and --cluster-tls-ca: routes then use TLS)",
+		func(c *node.Config, v string) { c.ClusterTLSCert = v })
+	str("cluster-tls-key", "PEM key `FILE` of --cluster-tls-cert", func(c *node.Config, v string) { c.ClusterTLSKey = v })
+	str("cluster-tls-ca", "PEM CA `FILE` the route peers' certificates must be signed by", func(c *node.Config, v string) { c.ClusterTLSCA = v })
 	str("log-level", "`LEVEL`: debug, info, warn or error (default info)",
 		func(c *node.Config, v string) { c.LogLevel = v })
 	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",
 		func(c *node.Config, v string) { c.Token = v })
 	str("user", "NATS `USER` (with --password)", func(c *node.Config, v string) { c.User = v })
-	str("password", "NATS `PASSWORD` (with --user)", func(c *node.Config, v string) { c.Password = v })
+	str("password", "NATS `PASSWORD` (with --user); prefer --password-file or "+node.EnvPassword+": flags show in the process list", func(c *node.Config, v string) { c.Password = v })
+	str("token-file", "`FILE` holding the NATS token (default: the environment variable "+node.EnvToken+" when no --token or --user is given)",
+		func(c *node.Config, v string) { c.TokenFile = v })
+	str("password-file", "`FILE` holding the password of --user (default: the environment variable "+node.EnvPassword+")",
+		func(c *node.Config, v string) { c.PasswordFile = v })
 	str("tls-cert", "PEM certificate `FILE` of the embedded server (the client certificate with --nats-url)",
 		func(c *node.Config, v string) { c.TLSCert = v })
 	str("tls-key", "PEM key `FILE` of --tls-cert", func(c *node.Config, v string) { c.TLSKey = v })
@@ -259,7 +269,7 @@ func hint(cfg node.Config, url string) string {
 		parts = append(parts, "--nats-url", url)
 	}
 	switch {
-	case cfg.Token != "":
+	case cfg.Token != "" || cfg.TokenFile != "" || (cfg.User == "" && os.Getenv(node.EnvToken) != ""):
 		parts = append(parts, "--token", "TOKEN")
 	case cfg.User != "":
 		parts = append(parts, "--user", cfg.User, "--password", "PASSWORD")

@@ -249,6 +249,7 @@ func startCluster(ctx context.Context, o options, s setup) ([]string, func(), er
 			cfg.ClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
 			cfg.Routes = routes
 		}
+		cfg.ClusterSecret = []byte("fluxcluster benchmark secret: loopback only")
 		cfg.Limiters = map[string]node.LimiterConfig{limiterName: lc}
 		n, err := node.New(cfg, nil)
 		if err != nil {

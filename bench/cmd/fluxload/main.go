@@ -34,6 +34,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/fluxlimiter/flux/bench"
 	"github.com/fluxlimiter/flux/bench/load"
 	"github.com/fluxlimiter/flux/node"
@@ -206,9 +208,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	url := o.natsURL
 	where := "flux-node at " + url
+	var echoOpts []nats.Option // the echo's connections, in-process: the node's rights
 	if url == "" {
 		var stop func()
-		url, stop, err = startNode(ctx, o.node)
+		url, stop, echoOpts, err = startNode(ctx, o.node)
 		if err != nil {
 			return err
 		}
@@ -240,7 +243,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintln(stdout)
 
 	if o.echo {
-		stop, err := load.StartEcho(url, o.echoSubs, o.batch)
+		stop, err := load.StartEcho(url, o.echoSubs, o.batch, echoOpts...)
 		if err != nil {
 			return err
 		}
@@ -269,6 +272,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	runEcho := func(cfg load.Config, batch int) (*load.Result, error) {
 		echoT := fluxT
+		echoT.Options = append(echoT.Options, echoOpts...)
 		echoT.Subject = load.SubjectEcho
 		if batch > 1 {
 			echoT.Subject = load.SubjectEchoBatch
