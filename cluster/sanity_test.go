@@ -38,7 +38,7 @@ func TestPeerUpdatesValidated(t *testing.T) {
 		if err := evil.Publish(ctx, bus.Updates{Limiter: "api", Items: []flux.Update{
 			{Key: "future", At: tenYears, Cost: 1},
 			{Key: "costly", At: now, Cost: 1 << 30},
-			{Key: strings.Repeat("k", flux.DefaultMaxKeyLen+1), At: now, Cost: 1},
+			{Key: strings.Repeat("k", 1025), At: now, Cost: 1}, // one byte over the default key length (1 KiB)
 		}}); err != nil {
 			t.Fatal(err)
 		}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/client"
-	"github.com/fluxlimiter/flux/protocol"
 	"github.com/fluxlimiter/flux/node"
+	"github.com/fluxlimiter/flux/protocol"
 )
 
 // defaultURL is where `flux-node check` looks for a node unless told
