@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,12 +19,15 @@ type Failure uint8
 
 // Failure policies.
 const (
-	// FailLocal decides from the shard's memory; a key it has not loaded
-	// since it started is denied, so a restart never forgives anyone.
+	// FailLocal decides from the shard's memory: a key it holds by its
+	// state, a key it remembers as fresh (see Persistence.Remember) as a
+	// fresh key; any other key is denied, so a restart never forgives
+	// anyone.
 	FailLocal Failure = iota
-	// FailOpen admits the request without recording it.
+	// FailOpen decides from memory as FailLocal does, and admits, without
+	// recording it, a request for any other key.
 	FailOpen
-	// FailClosed denies the request.
+	// FailClosed denies every request that needs the store.
 	FailClosed
 )
 
@@ -44,6 +48,9 @@ const (
 	DefaultFlushEvery      = 100 * time.Millisecond
 	DefaultStoreTimeout    = 50 * time.Millisecond
 	DefaultStoreRetryAfter = time.Second
+	// DefaultRemember is how many keys a shard remembers as fresh after
+	// forgetting their state: at most about 4.5 MiB.
+	DefaultRemember = 1 << 18
 	// finalFlushTimeout bounds the flush a stopping shard makes.
 	finalFlushTimeout = 5 * time.Second
 )
@@ -56,14 +63,21 @@ const (
 // (dirty keys saved in batches every FlushEvery) or write-through (a
 // decision that changed a key's state is answered only once the state is
 // saved; saves are grouped per shard).
+//
+// A store call that fails or times out marks the store down: every request
+// still waiting for it is decided at once by OnFailure, and so is every
+// request that needs the store until it is back, so that no decision waits
+// for a store known to be down. Meanwhile one load per FlushEvery, which
+// nobody waits for, probes the store; the first that succeeds marks it up
+// again, and saving resumes.
 type Persistence struct {
 	Store store.Store
 	// Limiter is the namespace of this limiter's keys in the store.
 	Limiter string
 	// Through selects write-through; write-behind otherwise.
 	Through bool
-	// FlushEvery is the write-behind period, and how often a failing
-	// store is retried (DefaultFlushEvery if zero).
+	// FlushEvery is the write-behind period, and how often a store that
+	// is down is probed (DefaultFlushEvery if zero).
 	FlushEvery time.Duration
 	// Timeout bounds every store call a decision waits for
 	// (DefaultStoreTimeout if zero).
@@ -73,6 +87,15 @@ type Persistence struct {
 	// RetryAfter is what a denial caused by the store reports
 	// (DefaultStoreRetryAfter if zero).
 	RetryAfter time.Duration
+	// Remember bounds how many keys each shard remembers as fresh after
+	// dropping their state (DefaultRemember if zero; negative: none): keys
+	// the sweep, an eviction or a cleanup forgot while they equalled a
+	// fresh key, and keys the store answered for as fresh. While the store
+	// is down, FailLocal and FailOpen decide a remembered key from memory
+	// as a fresh key. Each remembered key costs 9 to 18 bytes (a hash);
+	// beyond the bound the least recently remembered half drops out, and
+	// those keys are again denied under FailLocal during an outage.
+	Remember int
 }
 
 // StoreStats are a shard's store counters.
@@ -95,7 +118,16 @@ type persist[S any] struct {
 	undo     map[string]S // before-images for rollback (write-through, closed)
 	held     []held       // write-through replies waiting for the next flush
 	flushing bool
-	downAt   int64 // shard-clock time of the last store failure; 0 when up
+	fresh    *remembered // keys dropped while fresh; nil under FailClosed
+
+	// The store is down from a failed call until a probe succeeds. epoch
+	// counts the outages: a call started before the latest one began cannot
+	// end it.
+	down     bool
+	epoch    uint64
+	probing  bool   // a probe is in flight
+	probeKey string // what a probe loads: a key whose call failed
+	loadSeq  uint64 // numbers loads, so a late result finds only its own waiters
 
 	loads, loadErrs, saves, saveErrs, fallbacks, foreign atomic.Uint64
 	dirtyN                                               atomic.Int64
@@ -114,7 +146,10 @@ type parked struct {
 	apply bool // the batch is a batch of remote admissions
 }
 
-type loadWait struct{ items []parked }
+type loadWait struct {
+	items []parked
+	seq   uint64
+}
 
 // held is a reply waiting for a write-through flush.
 type held struct {
@@ -129,6 +164,9 @@ type loaded struct {
 	out   []store.Entry
 	found []bool
 	err   error
+	seq   uint64 // loadWait.seq
+	epoch uint64 // persist.epoch when it started
+	probe bool   // nobody waits for it
 }
 
 // flushed is what a flusher reports back.
@@ -138,6 +176,7 @@ type flushed struct {
 	undo    map[string][]byte // encoded before-images, for rollback
 	waiters []held
 	err     error
+	epoch   uint64
 }
 
 func newPersist[S any](cfg Persistence) *persist[S] {
@@ -155,6 +194,13 @@ func newPersist[S any](cfg Persistence) *persist[S] {
 		loading: make(map[string]*loadWait),
 		dirty:   make(map[string]struct{}),
 		undo:    make(map[string]S),
+	}
+	if cfg.OnFailure != FailClosed && cfg.Remember >= 0 {
+		if cfg.Remember == 0 {
+			cfg.Remember = DefaultRemember
+		}
+		p.fresh = newRemembered(cfg.Remember)
+		p.cfg.Remember = cfg.Remember
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p
@@ -175,14 +221,16 @@ func (s *Shard[S]) StoreStats() StoreStats {
 
 // refuseWrites reports whether a state change must be refused: under
 // write-through with the closed policy while the store is down.
-func (p *persist[S]) refuseWrites(now int64) bool {
-	return p.cfg.Through && p.cfg.OnFailure == FailClosed && p.down(now)
+func (p *persist[S]) refuseWrites() bool {
+	return p.cfg.Through && p.cfg.OnFailure == FailClosed && p.down
 }
 
-// down reports whether the store failed less than FlushEvery ago: requests
-// then take the failure policy at once instead of waiting for a timeout.
-func (p *persist[S]) down(now int64) bool {
-	return p.downAt != 0 && now-p.downAt < int64(p.cfg.FlushEvery)
+// remember notes that key, whose state the shard is dropping, equals a
+// fresh key.
+func (s *Shard[S]) remember(key string) {
+	if s.p != nil && s.p.fresh != nil {
+		s.p.fresh.add(s.m.hash(key))
+	}
 }
 
 // miss handles a request for a key the shard does not hold. It returns true
@@ -194,22 +242,63 @@ func (s *Shard[S]) miss(key string, w parked, now int64) bool {
 		lw.items = append(lw.items, w)
 		return true
 	}
-	if p.down(now) {
-		s.fallback(w, now)
+	if p.down {
+		s.fallback(key, w, now)
 		return true
 	}
-	p.loading[key] = &loadWait{items: []parked{w}}
-	s.startLoad([]string{key})
+	p.loadSeq++
+	p.loading[key] = &loadWait{items: []parked{w}, seq: p.loadSeq}
+	s.startLoad([]string{key}, p.loadSeq)
 	return true
 }
 
+// storeFailed marks the store down after a failed call (of keys) and
+// answers by the failure policy every request still waiting for a load,
+// rather than letting each wait for its own timeout. Their loads' results
+// will find no one to answer.
+func (s *Shard[S]) storeFailed(keys []string, now int64, clockErr error) {
+	p := s.p
+	if !p.down {
+		p.down = true
+		p.epoch++
+	}
+	if len(keys) > 0 && p.probeKey != keys[0] {
+		p.probeKey = strings.Clone(keys[0])
+	}
+	for key, lw := range p.loading {
+		delete(p.loading, key)
+		for _, w := range lw.items {
+			if clockErr != nil {
+				s.answer(w, algorithm.Decision{}, clockErr)
+			} else {
+				s.fallback(key, w, now)
+			}
+		}
+	}
+}
+
+// probe loads a key whose call failed, with nobody waiting for it, to learn
+// whether the store is back.
+func (s *Shard[S]) probe() {
+	p := s.p
+	p.probing = true
+	p.loads.Add(1)
+	st, name, timeout, key, epoch := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout, p.probeKey, p.epoch
+	p.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(p.ctx, timeout)
+		_, _, err := st.Load(ctx, name, key)
+		cancel()
+		_ = s.act.Post(p.ctx, Msg[S]{kind: kLoaded, loaded: &loaded{keys: []string{key}, err: err, epoch: epoch, probe: true}})
+	})
+}
+
 // startLoad loads keys outside the shard goroutine and posts the result.
-func (s *Shard[S]) startLoad(keys []string) {
+func (s *Shard[S]) startLoad(keys []string, seq uint64) {
 	p := s.p
 	p.loads.Add(uint64(len(keys)))
-	st, name, timeout := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout
+	st, name, timeout, epoch := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout, p.epoch
 	p.bg.Go(func() {
-		res := &loaded{keys: keys, out: make([]store.Entry, len(keys)), found: make([]bool, len(keys))}
+		res := &loaded{keys: keys, out: make([]store.Entry, len(keys)), found: make([]bool, len(keys)), seq: seq, epoch: epoch}
 		ctx, cancel := context.WithTimeout(p.ctx, timeout)
 		if bl, ok := st.(store.BatchLoader); ok && len(keys) > 1 {
 			res.err = bl.LoadMany(ctx, name, keys, res.out, res.found)
@@ -229,32 +318,45 @@ func (s *Shard[S]) startLoad(keys []string) {
 func (s *Shard[S]) onLoaded(r *loaded) {
 	p := s.p
 	now, clockErr := s.now()
-	if r.err != nil {
+	if r.probe {
+		p.probing = false
+	}
+	switch {
+	case r.err != nil:
 		p.loadErrs.Add(uint64(len(r.keys)))
-		if clockErr == nil {
-			p.downAt = max(now, 1)
-		}
-	} else {
-		p.downAt = 0
+		s.storeFailed(r.keys, now, clockErr)
+	case r.epoch == p.epoch:
+		p.down = false
+	}
+	if r.probe {
+		s.afterMessage()
+		return
 	}
 	for i, key := range r.keys {
 		lw := p.loading[key]
-		delete(p.loading, key)
-		if lw == nil {
-			continue
+		if lw == nil || lw.seq != r.seq {
+			continue // answered when the store was found down
 		}
+		delete(p.loading, key)
 		err := r.err
-		if err == nil && r.found[i] && clockErr == nil {
-			st, derr := s.alg.DecodeState(r.out[i].State)
-			switch {
-			case derr != nil:
-				// The store answered, with a state of another algorithm
-				// (the limiter's algorithm changed): nothing of it applies.
-				p.foreign.Add(1)
-			case s.alg.IdleAt(st) > now && s.m.get(key) == nil:
-				if ierr := s.insert(key, st, now); ierr != nil {
-					err = ierr
+		if err == nil && clockErr == nil {
+			fresh := true
+			if r.found[i] {
+				st, derr := s.alg.DecodeState(r.out[i].State)
+				switch {
+				case derr != nil:
+					// The store answered, with a state of another algorithm
+					// (the limiter's algorithm changed): nothing of it applies.
+					p.foreign.Add(1)
+				case s.alg.IdleAt(st) > now && s.m.get(key) == nil:
+					fresh = false
+					if ierr := s.insert(key, st, now); ierr != nil {
+						err = ierr
+					}
 				}
+			}
+			if fresh {
+				s.remember(key) // in case a peek leaves it out of the table
 			}
 		}
 		for _, w := range lw.items {
@@ -262,7 +364,7 @@ func (s *Shard[S]) onLoaded(r *loaded) {
 			case clockErr != nil:
 				s.answer(w, algorithm.Decision{}, clockErr)
 			case err != nil:
-				s.fallback(w, now)
+				s.fallback(key, w, now)
 			default:
 				s.decideParked(key, w, now)
 			}
@@ -295,14 +397,20 @@ func (s *Shard[S]) decideParked(key string, w parked, now int64) {
 	}
 }
 
-// fallback answers a request by the failure policy.
-func (s *Shard[S]) fallback(w parked, now int64) {
+// fallback answers a request for key by the failure policy.
+func (s *Shard[S]) fallback(key string, w parked, now int64) {
 	p := s.p
 	p.fallbacks.Add(1)
 	if w.apply { // a remote admission waits for no one: keep it in memory
 		it := &w.batch.Items[w.i]
 		_ = s.apply(it.Key, it.At, it.Cost) // kept in memory, saved when the store is back
 		s.unpark(w.batch)
+		return
+	}
+	if p.fresh != nil && (s.m.get(key) != nil || p.fresh.has(s.m.hash(key))) {
+		// Held, or fresh when this shard last held it and not decided by
+		// it since: decided from memory (a remembered key as a fresh key).
+		s.decideParked(key, w, now)
 		return
 	}
 	var d algorithm.Decision
@@ -404,7 +512,7 @@ func (s *Shard[S]) afterMessage() {
 	}
 	if len(p.held) > 0 || len(p.dirty) > 0 {
 		now, err := s.now()
-		if err != nil || p.down(now) {
+		if err != nil || p.down {
 			s.releaseHeld(p.held, nil, true)
 			p.held = nil
 			return
@@ -413,9 +521,20 @@ func (s *Shard[S]) afterMessage() {
 	}
 }
 
-// flushTick is the write-behind timer, and the retry timer after failures.
+// flushTick is the write-behind timer, and the probe timer while the store
+// is down.
 func (s *Shard[S]) flushTick() {
 	p := s.p
+	if p.down {
+		if len(p.held) > 0 {
+			s.releaseHeld(p.held, nil, true)
+			p.held = nil
+		}
+		if !p.probing && !p.flushing && p.probeKey != "" {
+			s.probe()
+		}
+		return
+	}
 	if p.flushing || len(p.dirty) == 0 && len(p.held) == 0 {
 		return
 	}
@@ -457,12 +576,12 @@ func (s *Shard[S]) startFlush(now int64) {
 	p.held = nil
 	p.flushing = true
 	p.saves.Add(1)
-	st, name, timeout := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout
+	st, name, timeout, epoch := p.cfg.Store, p.cfg.Limiter, p.cfg.Timeout, p.epoch
 	p.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(p.ctx, timeout)
 		err := save(ctx, st, name, entries, deletes)
 		cancel()
-		res := &flushed{keys: keys, entries: entries, undo: undo, waiters: waiters, err: err}
+		res := &flushed{keys: keys, entries: entries, undo: undo, waiters: waiters, err: err, epoch: epoch}
 		if s.act.Post(p.ctx, Msg[S]{kind: kFlushed, flushed: res}) != nil {
 			// The shard is stopping: answer the waiters here.
 			s.releaseHeld(waiters, nil, err != nil)
@@ -487,16 +606,16 @@ func (s *Shard[S]) onFlushed(r *flushed) {
 	p := s.p
 	p.flushing = false
 	if r.err == nil {
-		p.downAt = 0
+		if r.epoch == p.epoch {
+			p.down = false
+		}
 		s.releaseHeld(r.waiters, nil, false)
 		s.afterMessage()
 		return
 	}
 	p.saveErrs.Add(1)
 	now, err := s.now()
-	if err == nil {
-		p.downAt = max(now, 1)
-	}
+	s.storeFailed(r.keys, now, err)
 	rollback := p.cfg.Through && p.cfg.OnFailure == FailClosed
 	if rollback {
 		// Restore each key whose state is still the one that failed to
@@ -524,6 +643,10 @@ func (s *Shard[S]) onFlushed(r *flushed) {
 		}
 	}
 	s.releaseHeld(r.waiters, nil, rollback)
+	// Replies held for the next flush are not kept waiting for a store
+	// that is down.
+	s.releaseHeld(p.held, nil, true)
+	p.held = nil
 	p.dirtyN.Store(int64(len(p.dirty)))
 	s.publishLen()
 }

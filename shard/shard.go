@@ -433,6 +433,10 @@ func (s *Shard[S]) handle(m Msg[S]) {
 // checkStored is a single check on a shard with a store.
 func (s *Shard[S]) checkStored(m Msg[S], now int64) {
 	if s.m.get(m.key) == nil && s.miss(m.key, parked{reply: m.reply, cost: m.cost}, now) {
+		if s.p.down { // decided by the failure policy, perhaps from memory
+			s.publishLen()
+			s.afterMessage()
+		}
 		return
 	}
 	err := s.check(m.key, m.cost, now, &s.scratch)
@@ -612,7 +616,7 @@ func (s *Shard[S]) checkHash(h uint64, key string, cost, now int64, d *algorithm
 	}
 	s.changed = false
 	if changed {
-		if s.p != nil && s.p.refuseWrites(now) {
+		if s.p != nil && s.p.refuseWrites() {
 			// Write-through, closed policy, store down: nothing may be
 			// admitted that cannot be saved.
 			s.p.fallbacks.Add(1)
@@ -693,6 +697,7 @@ func (s *Shard[S]) evict(now int64) {
 			continue
 		}
 		if s.alg.IdleAt(*v) <= now {
+			s.remember(k)
 			s.m.delete(k)
 			s.evicted.Add(1)
 		}
@@ -718,6 +723,7 @@ func (s *Shard[S]) sweepTick() {
 			break
 		}
 		if s.alg.IdleAt(*v) <= now {
+			s.remember(k)
 			s.m.delete(k)
 			s.swept.Add(1)
 		}
@@ -756,6 +762,7 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 		prev := s.alg
 		for k, v := range s.m.all() {
 			if prev.IdleAt(*v) <= now {
+				s.remember(k)
 				s.m.delete(k)
 				continue
 			}
@@ -796,6 +803,7 @@ func (s *Shard[S]) CleanupStep(ctx context.Context, staleAfter time.Duration, bu
 				break
 			}
 			if s.alg.IdleAt(*v) <= limit {
+				s.remember(k)
 				s.m.delete(k)
 				removed++
 			}
