@@ -228,9 +228,175 @@ func (p *persist[S]) refuseWrites() bool {
 // remember notes that key, whose state the shard is dropping, equals a
 // fresh key.
 func (s *Shard[S]) remember(key string) {
-	if s.p != nil && s.p.fresh != nil {
+	if s.p != nil && s.p.fresh != nil { // the sweep calls it with or without a store
 		s.p.fresh.add(s.m.hash(key))
 	}
+}
+
+// handleStored handles a message on a shard with a store.
+func (s *Shard[S]) handleStored(m Msg[S]) {
+	switch m.kind {
+	case kCheck:
+		now, err := s.now()
+		if err != nil {
+			m.reply <- Reply{Err: err}
+			return
+		}
+		s.checkStored(m, now)
+	case kBatch:
+		b := m.batch
+		now, err := s.now()
+		if err != nil {
+			b.Err = err
+			b.Done <- b
+			return
+		}
+		s.batchStored(b, now)
+	case kApply:
+		s.applyStored(m.batch)
+	case kControl:
+		c := m.ctrl
+		c.err = c.run(s)
+		s.publishLen()
+		s.afterMessage()
+		c.done <- struct{}{}
+	case kLoaded:
+		s.onLoaded(m.loaded)
+		s.publishLen()
+	case kFlushed:
+		s.onFlushed(m.flushed)
+	}
+}
+
+// checkStored is a single check on a shard with a store.
+func (s *Shard[S]) checkStored(m Msg[S], now int64) {
+	if s.m.get(m.key) == nil && s.miss(m.key, parked{reply: m.reply, cost: m.cost}, now) {
+		if s.p.down { // decided by the failure policy, perhaps from memory
+			s.publishLen()
+			s.afterMessage()
+		}
+		return
+	}
+	err := s.checkKeyStored(m.key, m.cost, now, &s.scratch)
+	s.publishLen()
+	s.reply(m.reply, s.scratch, err)
+	s.afterMessage()
+}
+
+// batchStored is a batch on a shard with a store: items whose key is not
+// held wait for their load; the batch is answered when all are decided.
+func (s *Shard[S]) batchStored(b *Batch, now int64) {
+	b.parked = 1 // held open while the items are dealt out
+	for i := range b.Len() {
+		key, cost := b.item(i)
+		if s.m.get(key) == nil {
+			b.parked++
+			if s.miss(key, parked{batch: b, i: i}, now) {
+				continue
+			}
+			b.parked--
+		}
+		if err := s.checkKeyStored(key, cost, now, b.out(i)); err != nil {
+			b.setErr(i, err)
+		} else if s.changed {
+			b.flush = true
+		}
+	}
+	s.publishLen()
+	s.unpark(b)
+	s.afterMessage()
+}
+
+// applyStored is a batch of remote admissions on a shard with a store.
+func (s *Shard[S]) applyStored(b *Batch) {
+	now, err := s.now()
+	if err != nil {
+		b.Err = err
+		b.Done <- b
+		return
+	}
+	b.parked = 1
+	for i := range b.Items {
+		it := &b.Items[i]
+		if s.m.get(it.Key) == nil {
+			b.parked++
+			if s.miss(it.Key, parked{batch: b, i: i, apply: true}, now) {
+				continue
+			}
+			b.parked--
+		}
+		if err := s.applyKeyStored(it.Key, it.At, it.Cost); err != nil && b.Err == nil {
+			b.Err = err
+		}
+	}
+	s.publishLen()
+	s.unpark(b)
+	s.afterMessage()
+}
+
+// checkKeyStored decides one request on a shard with a store, writing the
+// decision into *d: check, recording each change for the store (markDirty),
+// and under write-through with the closed policy refusing changes while
+// the store is down. It sets s.changed.
+func (s *Shard[S]) checkKeyStored(key string, cost, now int64, d *algorithm.Decision) error {
+	s.changed = false
+	if cost > s.cap {
+		// The limit shrank after the caller validated the cost.
+		*d = algorithm.Decision{}
+		return fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
+	}
+	h := s.m.hash(key)
+	p := s.m.getHash(h, key)
+	var st S
+	if p != nil {
+		st = *p
+	} else {
+		st = s.alg.Fresh(now)
+	}
+	next, changed := s.step(st, now, cost, d)
+	if !changed {
+		return nil
+	}
+	if s.p.refuseWrites() {
+		// Write-through, closed policy, store down: nothing may be
+		// admitted that cannot be saved.
+		s.p.fallbacks.Add(1)
+		*d = algorithm.Decision{Limit: d.Limit, RetryAfter: s.p.cfg.RetryAfter}
+		return nil
+	}
+	if p != nil {
+		s.markDirty(key, st, true)
+		*p = next
+	} else if err := s.insertHash(h, key, next, now); err != nil {
+		*d = algorithm.Decision{}
+		return err
+	} else {
+		s.markDirty(key, st, false)
+	}
+	s.changed = true
+	return nil
+}
+
+// applyKeyStored is apply on a shard with a store, recording the change.
+func (s *Shard[S]) applyKeyStored(key string, at, cost int64) error {
+	if p := s.m.get(key); p != nil {
+		s.markDirty(key, *p, true)
+		*p = s.alg.Apply(*p, at, cost)
+		return nil
+	}
+	now, err := s.now()
+	if err != nil {
+		return err
+	}
+	next := s.alg.Apply(s.alg.Fresh(now), at, cost)
+	if s.alg.IdleAt(next) <= now {
+		return nil // already forgotten by the time it arrived
+	}
+	if err := s.insert(key, next, now); err != nil {
+		return err
+	}
+	s.markDirty(key, next, false)
+	return nil
 }
 
 // miss handles a request for a key the shard does not hold. It returns true
@@ -377,18 +543,18 @@ func (s *Shard[S]) onLoaded(r *loaded) {
 func (s *Shard[S]) decideParked(key string, w parked, now int64) {
 	switch {
 	case w.reply != nil:
-		err := s.check(key, w.cost, now, &s.scratch)
+		err := s.checkKeyStored(key, w.cost, now, &s.scratch)
 		s.reply(w.reply, s.scratch, err)
 	case w.apply:
 		it := &w.batch.Items[w.i]
-		if err := s.apply(it.Key, it.At, it.Cost); err != nil && w.batch.Err == nil {
+		if err := s.applyKeyStored(it.Key, it.At, it.Cost); err != nil && w.batch.Err == nil {
 			w.batch.Err = err
 		}
 		s.unpark(w.batch)
 	default:
 		b := w.batch
 		key, cost := b.item(w.i)
-		if err := s.check(key, cost, now, b.out(w.i)); err != nil {
+		if err := s.checkKeyStored(key, cost, now, b.out(w.i)); err != nil {
 			b.setErr(w.i, err)
 		} else if s.changed {
 			b.flush = true
@@ -403,7 +569,7 @@ func (s *Shard[S]) fallback(key string, w parked, now int64) {
 	p.fallbacks.Add(1)
 	if w.apply { // a remote admission waits for no one: keep it in memory
 		it := &w.batch.Items[w.i]
-		_ = s.apply(it.Key, it.At, it.Cost) // kept in memory, saved when the store is back
+		_ = s.applyKeyStored(it.Key, it.At, it.Cost) // kept in memory, saved when the store is back
 		s.unpark(w.batch)
 		return
 	}
@@ -456,7 +622,7 @@ func (s *Shard[S]) answer(w parked, d algorithm.Decision, err error) {
 // reply answers a single check, holding the reply for the next flush if it
 // changed state under write-through.
 func (s *Shard[S]) reply(rc chan Reply, d algorithm.Decision, err error) {
-	if err == nil && s.changed && s.p != nil && s.p.cfg.Through {
+	if err == nil && s.changed && s.p.cfg.Through {
 		s.p.held = append(s.p.held, held{reply: rc, d: d})
 		return
 	}
@@ -477,7 +643,7 @@ func (s *Shard[S]) finishBatch(b *Batch) {
 	if b.parked > 0 {
 		return
 	}
-	if b.flush && s.p != nil && s.p.cfg.Through && b.Err == nil {
+	if b.flush && s.p.cfg.Through && b.Err == nil {
 		b.flush = false
 		s.p.held = append(s.p.held, held{batch: b})
 		return
@@ -503,9 +669,6 @@ func (s *Shard[S]) markDirty(key string, prev S, existed bool) {
 // afterMessage starts a write-through flush if one is due.
 func (s *Shard[S]) afterMessage() {
 	p := s.p
-	if p == nil {
-		return
-	}
 	p.dirtyN.Store(int64(len(p.dirty)))
 	if !p.cfg.Through || p.flushing {
 		return
@@ -655,14 +818,11 @@ func (s *Shard[S]) onFlushed(r *flushed) {
 // (the save failed under the closed policy, or the store is down), every
 // admission among them is turned into a denial.
 func (s *Shard[S]) releaseHeld(waiters []held, _ error, failed bool) {
-	var deny bool
-	var retry time.Duration
-	if p := s.p; p != nil {
-		deny = failed && p.cfg.OnFailure == FailClosed
-		retry = p.cfg.RetryAfter
-		if failed {
-			p.fallbacks.Add(uint64(len(waiters)))
-		}
+	p := s.p
+	deny := failed && p.cfg.OnFailure == FailClosed
+	retry := p.cfg.RetryAfter
+	if failed {
+		p.fallbacks.Add(uint64(len(waiters)))
 	}
 	for _, h := range waiters {
 		if h.reply != nil {
