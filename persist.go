@@ -9,14 +9,12 @@ import (
 // StoreConfig connects a Limiter to a store (WithStore). Its fields are
 // documented on shard.Persistence: Store, Limiter (the namespace of this
 // limiter's keys), Through (write-through instead of write-behind),
-// FlushEvery, Timeout (default 50 ms), OnFailure, RetryAfter and Remember.
+// FlushEvery, Timeout (default 50 ms), OnFailure and RetryAfter.
 //
 // With a store, a key the limiter does not hold is loaded before it is
 // decided: its requests wait (other keys are served meanwhile), and
 // concurrent requests share one load. A load that fails or times out is
-// never taken as "this key is fresh": the failure policy decides, and so it
-// does, without waiting for the store, for every request that needs the
-// store until a probe (one load per FlushEvery) finds it back.
+// never taken as "this key is fresh": the failure policy decides.
 //
 // Under write-behind a restart loses at most one FlushEvery of admissions
 // (Close saves everything dirty); under write-through a decision that
@@ -30,19 +28,15 @@ type StoreFailure = shard.Failure
 
 // Store failure policies.
 const (
-	// StoreFailLocal decides from the limiter's memory: a key held by its
-	// state, a key decided or loaded since the limiter started and
-	// forgotten while at full allowance as a fresh key (see
-	// StoreConfig.Remember and docs/STORES.md); any other key is denied,
-	// so a restart never forgives. Under write-through an admission whose
-	// save fails stays admitted and the save is retried.
+	// StoreFailLocal decides from the limiter's memory; a key not loaded
+	// since the limiter started is denied, so a restart never forgives.
+	// Under write-through an admission whose save fails stays admitted and
+	// the save is retried.
 	StoreFailLocal = shard.FailLocal
-	// StoreFailOpen decides from memory as StoreFailLocal does and admits
-	// the requests for other keys, which the store cannot back.
+	// StoreFailOpen admits requests the store cannot back.
 	StoreFailOpen = shard.FailOpen
-	// StoreFailClosed denies the requests that need the store; under
-	// write-through an admission whose save fails is denied and rolled
-	// back.
+	// StoreFailClosed denies them; under write-through an admission whose
+	// save fails is denied and rolled back.
 	StoreFailClosed = shard.FailClosed
 )
 
