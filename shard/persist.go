@@ -132,9 +132,14 @@ type persist[S any] struct {
 	loads, loadErrs, saves, saveErrs, fallbacks, foreign atomic.Uint64
 	dirtyN                                               atomic.Int64
 
-	bg     sync.WaitGroup // loaders and flushers
-	ctx    context.Context
-	cancel context.CancelFunc
+	bg sync.WaitGroup // loaders and flushers
+
+	// unsaved are the keys of flushes that failed as the shard stopped,
+	// for its final flush.
+	unsavedMu sync.Mutex
+	unsaved   []string
+	ctx       context.Context
+	cancel    context.CancelFunc
 }
 
 // parked is a request waiting for its key to load.
@@ -746,8 +751,14 @@ func (s *Shard[S]) startFlush(now int64) {
 		cancel()
 		res := &flushed{keys: keys, entries: entries, undo: undo, waiters: waiters, err: err, epoch: epoch}
 		if s.act.Post(p.ctx, Msg[S]{kind: kFlushed, flushed: res}) != nil {
-			// The shard is stopping: answer the waiters here.
+			// The shard is stopping: answer the waiters here, and leave
+			// keys that failed to save to its final flush.
 			s.releaseHeld(waiters, nil, err != nil)
+			if err != nil {
+				p.unsavedMu.Lock()
+				p.unsaved = append(p.unsaved, keys...)
+				p.unsavedMu.Unlock()
+			}
 		}
 	})
 }
@@ -851,6 +862,9 @@ func (s *Shard[S]) releaseHeld(waiters []held, _ error, failed bool) {
 func (s *Shard[S]) stopPersist() {
 	p := s.p
 	p.bg.Wait() // their posts fail now: the actor is stopping
+	for _, k := range p.unsaved {
+		p.dirty[k] = struct{}{}
+	}
 	for key, lw := range p.loading {
 		for _, w := range lw.items {
 			s.answer(w, algorithm.Decision{}, fmt.Errorf("%w: key %q was loading", errs.Closed, key))

@@ -18,13 +18,14 @@ import (
 // none until the caller's context ends, as a silent server.
 type faultStore struct {
 	store.Store
-	hang  atomic.Bool
-	calls atomic.Int64
+	hang     atomic.Bool
+	hangNext atomic.Int32 // hang only the next calls
+	calls    atomic.Int64
 }
 
 func (f *faultStore) wait(ctx context.Context) error {
 	f.calls.Add(1)
-	if f.hang.Load() {
+	if f.hang.Load() || f.hangNext.Add(-1) >= 0 {
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -237,4 +238,24 @@ func TestOutageFailsFastWhileDown(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A write-behind flush that fails as the shard stops (here: the store
+// hangs past the timeout) leaves its keys to the final flush: stopping
+// loses nothing the store takes.
+func TestStopSavesWhatAFailedFlushHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ms := memstore.New(memstore.Options{Clock: clock.Func(func() (int64, error) { return time.Now().UnixNano(), nil })})
+		st := &faultStore{Store: ms}
+		s := storeShard(t, st, FailLocal, false)
+		if _, err := s.Check(context.Background(), "alice", 5); err != nil {
+			t.Fatal(err)
+		}
+		st.hangNext.Store(1)
+		time.Sleep(testFlush + testTimeout/2) // the flush is in flight, hanging
+		s.Stop()
+		if _, found, err := ms.Load(context.Background(), "api", "alice"); err != nil || !found {
+			t.Fatalf("alice was not saved when the shard stopped: %v %v; stats %+v", found, err, s.StoreStats())
+		}
+	})
 }
