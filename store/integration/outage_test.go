@@ -253,13 +253,13 @@ func TestOutageAtLoad(t *testing.T) {
 				}
 				return w.admitted == w.sent
 			}
-			if warmW.sent < rate/20 || !honest(warmW) {
+			// A machine shared with other work may stall this process for a
+			// while, so no window is required to hold checks; the run as a
+			// whole must.
+			if !honest(warmW) {
 				t.Fatalf("before the cut: %v; want the honest load admitted", warmW)
 			}
 			for s, w := range outW {
-				if w.sent < rate/10 {
-					t.Errorf("outage second %d: only %d checks sent (target %d/s)", s, w.sent, rate)
-				}
 				switch {
 				case tc.policy != flux.StoreFailClosed:
 					// local: every key was decided here since the limiter
@@ -276,7 +276,10 @@ func TestOutageAtLoad(t *testing.T) {
 					}
 				}
 			}
-			if backW.sent < rate/10 || !honest(backW) {
+			if sent := summarize(recs, cutAt, restoreAt).sent; sent < rate/4*int(outage/time.Second) {
+				t.Errorf("only %d checks sent during the %v outage (target %d/s)", sent, outage, rate)
+			}
+			if !honest(backW) {
 				t.Errorf("store back: %v; want every honest check admitted", backW)
 			}
 			// The bound holds by design: once the store is known down, it
@@ -290,23 +293,16 @@ func TestOutageAtLoad(t *testing.T) {
 				t.Errorf("a decision took %v during the outage", outMax)
 			}
 
-			// Saving resumes: a key spent now (idle only a second later)
-			// reaches the store.
-			deadline = time.Now().Add(5 * time.Second)
+			// Saving resumes: a key spent now (its state is idle a second
+			// later, then no longer saved) reaches the store. It is spent
+			// again while the store does not have it, in case the store
+			// was found slow (down) again meanwhile on a loaded machine.
+			deadline = time.Now().Add(10 * time.Second)
 			for {
-				d, err := l.CheckN(t.Context(), "spent-after", 1000)
-				if err != nil {
+				if _, err := l.CheckN(t.Context(), "spent-after", 1000); err != nil {
 					t.Fatal(err)
 				}
-				if d.Allowed {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("spent-after: %+v; stats %+v", d, l.StoreStats())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			for {
+				time.Sleep(2 * flush)
 				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 				e, found, err := direct.Load(ctx, ns, "spent-after")
 				cancel()
@@ -316,7 +312,6 @@ func TestOutageAtLoad(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatalf("saving did not resume once the store was back: %+v %v %v; stats %+v", e, found, err, l.StoreStats())
 				}
-				time.Sleep(10 * time.Millisecond)
 			}
 		})
 	}
