@@ -118,7 +118,6 @@ type persist[S any] struct {
 	undo     map[string]S // before-images for rollback (write-through, closed)
 	held     []held       // write-through replies waiting for the next flush
 	flushing bool
-	fresh    *remembered // keys dropped while fresh; nil under FailClosed
 
 	// The store is down from a failed call until a probe succeeds. epoch
 	// counts the outages: a call started before the latest one began cannot
@@ -200,13 +199,6 @@ func newPersist[S any](cfg Persistence) *persist[S] {
 		dirty:   make(map[string]struct{}),
 		undo:    make(map[string]S),
 	}
-	if cfg.OnFailure != FailClosed && cfg.Remember >= 0 {
-		if cfg.Remember == 0 {
-			cfg.Remember = DefaultRemember
-		}
-		p.fresh = newRemembered(cfg.Remember)
-		p.cfg.Remember = cfg.Remember
-	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p
 }
@@ -233,8 +225,8 @@ func (p *persist[S]) refuseWrites() bool {
 // remember notes that key, whose state the shard is dropping, equals a
 // fresh key.
 func (s *Shard[S]) remember(key string) {
-	if s.p != nil && s.p.fresh != nil { // the sweep calls it with or without a store
-		s.p.fresh.add(s.m.hash(key))
+	if s.fresh != nil {
+		s.fresh.add(s.m.hash(key))
 	}
 }
 
@@ -402,6 +394,42 @@ func (s *Shard[S]) applyKeyStored(key string, at, cost int64) error {
 	}
 	s.markDirty(key, next, false)
 	return nil
+}
+
+// RememberFresh makes a shard without a store remember, as a store's
+// shard does under FailLocal and FailOpen, the keys it drops while they
+// equal a fresh key (at most size of them; DefaultRemember if size is 0),
+// for CheckKnown. It does nothing if the shard already remembers keys.
+func (s *Shard[S]) RememberFresh(ctx context.Context, size int) error {
+	return s.do(ctx, func(s *Shard[S]) error {
+		if s.fresh == nil {
+			if size <= 0 {
+				size = DefaultRemember
+			}
+			s.fresh = newRemembered(size)
+		}
+		return nil
+	})
+}
+
+// CheckKnown, on a shard without a store (the atomic engine's mirror of
+// what the store answered), decides cost for key from memory if it holds key or
+// remembers it as fresh (RememberFresh), a remembered key as a fresh key.
+// For any other key it decides nothing and reports known = false.
+func (s *Shard[S]) CheckKnown(ctx context.Context, key string, cost int64) (d algorithm.Decision, known bool, err error) {
+	err = s.do(ctx, func(s *Shard[S]) error {
+		now, err := s.now()
+		if err != nil {
+			return err
+		}
+		h := s.m.hash(key)
+		if s.m.getHash(h, key) == nil && (s.fresh == nil || !s.fresh.has(h)) {
+			return nil
+		}
+		known = true
+		return s.checkHash(h, key, cost, now, &d)
+	})
+	return d, known, err
 }
 
 // miss handles a request for a key the shard does not hold. It returns true
@@ -578,7 +606,7 @@ func (s *Shard[S]) fallback(key string, w parked, now int64) {
 		s.unpark(w.batch)
 		return
 	}
-	if p.fresh != nil && (s.m.get(key) != nil || p.fresh.has(s.m.hash(key))) {
+	if s.fresh != nil && (s.m.get(key) != nil || s.fresh.has(s.m.hash(key))) {
 		// Held, or fresh when this shard last held it and not decided by
 		// it since: decided from memory (a remembered key as a fresh key).
 		s.decideParked(key, w, now)

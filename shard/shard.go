@@ -106,8 +106,11 @@ type Shard[S any] struct {
 
 	replies sync.Pool // chan Reply
 
-	p       *persist[S] // nil without a store
-	changed bool        // the last checkKeyStored changed its key's state
+	p *persist[S] // nil without a store
+	// fresh holds the keys dropped while they equalled a fresh key (see
+	// Persistence.Remember and RememberFresh); nil if none are kept.
+	fresh   *remembered
+	changed bool // the last checkKeyStored changed its key's state
 
 	act *actor.Actor[Msg[S]]
 }
@@ -143,6 +146,12 @@ func New[S any](cfg Config[S]) *Shard[S] {
 	s.replies.New = newReplyChan
 	if cfg.Persistence != nil && cfg.Persistence.Store != nil {
 		s.p = newPersist[S](*cfg.Persistence)
+		if n := s.p.cfg.Remember; s.p.cfg.OnFailure != FailClosed && n >= 0 {
+			if n == 0 {
+				n = DefaultRemember
+			}
+			s.fresh = newRemembered(n)
+		}
 	}
 	// The handler is chosen once: with a store every path goes through
 	// persist.go, without one none tests for it.
