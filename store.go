@@ -60,20 +60,30 @@ type StoreConfig struct {
 	// Mode is StoreWriteBehind (the default), StoreWriteThrough or
 	// StoreAtomic.
 	Mode StoreMode
-	// FlushEvery is the write-behind period, and how often a failing store
-	// is retried (100 ms if zero).
+	// FlushEvery is the write-behind period, and how often a store that is
+	// down is probed (100 ms if zero). While it is down no decision waits
+	// for it: OnFailure decides at once.
 	FlushEvery time.Duration
 	// Timeout bounds every store call a decision waits for (50 ms if zero;
 	// a batch shares one Timeout).
 	Timeout time.Duration
 	// OnFailure is the policy when the store fails or does not answer in
-	// time. failure.Local (the default) decides from the limiter's memory
-	// and denies a key not loaded since the limiter started, so a restart
+	// time. failure.Local (the default) decides from the limiter's memory:
+	// a key it holds by its state, a key it remembers as fresh (see
+	// Remember) as a fresh key, and denies any other key, so a restart
 	// never forgives; under write-through an admission whose save fails
-	// stays admitted and the save is retried. failure.Open admits.
+	// stays admitted and the save is retried. failure.Open decides held
+	// and remembered keys from memory too and admits any other key.
 	// failure.Closed denies; under write-through an admission whose save
 	// fails is denied and rolled back.
 	OnFailure failure.Policy
+	// Remember bounds how many keys each shard remembers as fresh after
+	// dropping their state (262144 if zero; negative: none): keys the
+	// sweep, an eviction or a cleanup forgot while they equalled a fresh
+	// key, and keys the store answered for as fresh. It is what lets
+	// failure.Local admit honest users whose idle state was swept while
+	// the store is down. Each remembered key costs 9 to 18 bytes.
+	Remember int
 	// RetryAfter is what a denial caused by the store reports (1 s if
 	// zero).
 	RetryAfter time.Duration
@@ -131,6 +141,7 @@ func WithStore(cfg StoreConfig) Option {
 			Timeout:    cfg.Timeout,
 			OnFailure:  shardFailure(cfg.OnFailure),
 			RetryAfter: cfg.RetryAfter,
+			Remember:   cfg.Remember,
 		})
 	}
 }

@@ -114,6 +114,11 @@ func newAtomicEngine(g algorithm.GCRA, local *group[int64], cfg AtomicStoreConfi
 	e.batcher, _ = cfg.Store.(store.AtomicGCRABatch)
 	e.gcra.Store(&g)
 	if e.policy == failure.Local {
+		// The mirror remembers the keys it forgets at full allowance, so
+		// that the fallback decides them from memory as fresh keys.
+		for _, sh := range local.shards {
+			_ = sh.RememberFresh(context.Background(), 0) // fails only on a stopped shard
+		}
 		e.mirrors, e.quit = make(chan mirrorItem, mirrorQueue), make(chan struct{})
 		e.mirrorWG.Go(e.mirrorLoop)
 	}
@@ -304,20 +309,17 @@ func (e *atomicEngine) fallback(ctx context.Context, key string, cost int64, g a
 		return deny, nil
 	}
 	e.syncMirror(ctx)
-	sh := e.local.shards[e.local.index(key)]
-	p, err := sh.Check(ctx, key, 0)
+	d, known, err := e.local.shards[e.local.index(key)].CheckKnown(ctx, key, cost)
 	if err != nil {
 		return Decision{}, err
 	}
-	if p.ResetAfter == 0 {
-		// Not known to be in use: never checked since start, or idle and
-		// forgotten. The store may hold it throttled: never forgive.
+	if !known {
+		// Not checked since start: the store may hold it throttled, so
+		// never forgive. (A key checked since start is held, or was
+		// forgotten at full allowance and is decided as a fresh key.)
 		return deny, nil
 	}
-	if cost == 0 {
-		return p, nil
-	}
-	return sh.Check(ctx, key, cost)
+	return d, nil
 }
 
 func (e *atomicEngine) checkAsync(ctx context.Context, key string, cost int64) (chan shard.Reply, <-chan struct{}, error) {

@@ -316,15 +316,38 @@ func DefaultConfig() Config {
 // limiter. Unknown settings are errors, so typos do not pass silently.
 // The result is validated.
 func LoadConfig(path string) (Config, error) {
+	cfg, err := ReadConfig(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// ReadConfig is LoadConfig without the validation, for a caller that sets
+// more (flags over the file) and validates the whole: a file may rely on a
+// setting given only on the command line, such as the store.
+func ReadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return ParseConfig(data)
+	return decodeConfig(data)
 }
 
 // ParseConfig is LoadConfig for a YAML document in memory.
 func ParseConfig(data []byte) (Config, error) {
+	cfg, err := decodeConfig(data)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// decodeConfig reads a YAML document over DefaultConfig, unvalidated.
+func decodeConfig(data []byte) (Config, error) {
 	cfg := DefaultConfig()
 	cfg.Limiters = nil
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -335,9 +358,6 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	if cfg.Limiters == nil {
 		cfg.Limiters = map[string]LimiterConfig{DefaultLimiterName: DefaultLimiter}
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, err
 	}
 	return cfg, nil
 }

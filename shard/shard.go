@@ -106,8 +106,11 @@ type Shard[S any] struct {
 
 	replies sync.Pool // chan Reply
 
-	p       *persist[S] // nil without a store
-	changed bool        // the last check changed its key's state
+	p *persist[S] // nil without a store
+	// fresh holds the keys dropped while they equalled a fresh key (see
+	// Persistence.Remember and RememberFresh); nil if none are kept.
+	fresh   *remembered
+	changed bool // the last checkKeyStored changed its key's state
 
 	act *actor.Actor[Msg[S]]
 }
@@ -143,11 +146,23 @@ func New[S any](cfg Config[S]) *Shard[S] {
 	s.replies.New = newReplyChan
 	if cfg.Persistence != nil && cfg.Persistence.Store != nil {
 		s.p = newPersist[S](*cfg.Persistence)
+		if n := s.p.cfg.Remember; s.p.cfg.OnFailure != FailClosed && n >= 0 {
+			if n == 0 {
+				n = DefaultRemember
+			}
+			s.fresh = newRemembered(n)
+		}
+	}
+	// The handler is chosen once: with a store every path goes through
+	// persist.go, without one none tests for it.
+	handle := s.handle
+	if s.p != nil {
+		handle = s.handleStored
 	}
 	ac := actor.Config[Msg[S]]{
 		Mailbox: cfg.Mailbox,
 		MaxWait: cfg.MaxWait,
-		Handle:  s.handle,
+		Handle:  handle,
 		OnStop: func() {
 			s.sweep.reset()
 			s.clean.reset()
@@ -380,16 +395,14 @@ func (s *Shard[S]) SendApply(ctx context.Context, b *Batch) error {
 	return s.act.Send(ctx, Msg[S]{kind: kApply, batch: b})
 }
 
+// handle handles a message on a shard without a store (handleStored, in
+// persist.go, on one with a store).
 func (s *Shard[S]) handle(m Msg[S]) {
 	switch m.kind {
 	case kCheck:
 		now, err := s.now()
 		if err != nil {
 			m.reply <- Reply{Err: err}
-			return
-		}
-		if s.p != nil {
-			s.checkStored(m, now)
 			return
 		}
 		// Decide into the shard's scratch: a pointer to a local would
@@ -402,9 +415,6 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		now, err := s.now()
 		if err != nil {
 			b.Err = err
-		} else if s.p != nil {
-			s.batchStored(b, now)
-			return
 		} else if s.m.len() >= s.prefetchMin {
 			s.checkBatch(b, now)
 		} else {
@@ -419,10 +429,6 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		b.Done <- b
 	case kApply:
 		b := m.batch
-		if s.p != nil {
-			s.applyStored(b)
-			return
-		}
 		for i := range b.Items {
 			it := &b.Items[i]
 			if err := s.apply(it.Key, it.At, it.Cost); err != nil && b.Err == nil {
@@ -435,76 +441,8 @@ func (s *Shard[S]) handle(m Msg[S]) {
 		c := m.ctrl
 		c.err = c.run(s)
 		s.publishLen()
-		s.afterMessage()
 		c.done <- struct{}{}
-	case kLoaded:
-		s.onLoaded(m.loaded)
-		s.publishLen()
-	case kFlushed:
-		s.onFlushed(m.flushed)
 	}
-}
-
-// checkStored is a single check on a shard with a store.
-func (s *Shard[S]) checkStored(m Msg[S], now int64) {
-	if s.m.get(m.key) == nil && s.miss(m.key, parked{reply: m.reply, cost: m.cost}, now) {
-		return
-	}
-	err := s.check(m.key, m.cost, now, &s.scratch)
-	s.publishLen()
-	s.reply(m.reply, s.scratch, err)
-	s.afterMessage()
-}
-
-// batchStored is a batch on a shard with a store: items whose key is not
-// held wait for their load; the batch is answered when all are decided.
-func (s *Shard[S]) batchStored(b *Batch, now int64) {
-	b.parked = 1 // held open while the items are dealt out
-	for i := range b.Len() {
-		key, cost := b.item(i)
-		if s.m.get(key) == nil {
-			b.parked++
-			if s.miss(key, parked{batch: b, i: i}, now) {
-				continue
-			}
-			b.parked--
-		}
-		if err := s.check(key, cost, now, b.out(i)); err != nil {
-			b.setErr(i, err)
-		} else if s.changed {
-			b.flush = true
-		}
-	}
-	s.publishLen()
-	s.unpark(b)
-	s.afterMessage()
-}
-
-// applyStored is a batch of remote admissions on a shard with a store.
-func (s *Shard[S]) applyStored(b *Batch) {
-	now, err := s.now()
-	if err != nil {
-		b.Err = err
-		b.Done <- b
-		return
-	}
-	b.parked = 1
-	for i := range b.Items {
-		it := &b.Items[i]
-		if s.m.get(it.Key) == nil {
-			b.parked++
-			if s.miss(it.Key, parked{batch: b, i: i, apply: true}, now) {
-				continue
-			}
-			b.parked--
-		}
-		if err := s.apply(it.Key, it.At, it.Cost); err != nil && b.Err == nil {
-			b.Err = err
-		}
-	}
-	s.publishLen()
-	s.unpark(b)
-	s.afterMessage()
 }
 
 // setErr records item i's error.
@@ -587,7 +525,8 @@ func (s *Shard[S]) checkBatch(b *Batch, now int64) {
 	}
 }
 
-// check decides one request, writing the decision into *d.
+// check decides one request on a shard without a store (checkKeyStored on
+// one with a store), writing the decision into *d.
 func (s *Shard[S]) check(key string, cost, now int64, d *algorithm.Decision) error {
 	return s.checkHash(s.m.hash(key), key, cost, now, d)
 }
@@ -600,16 +539,15 @@ func (s *Shard[S]) checkHash(h uint64, key string, cost, now int64, d *algorithm
 		return fmt.Errorf("%w: cost %d, capacity %d", errs.CostExceedsBurst, cost, s.cap)
 	}
 	p := s.m.getHash(h, key)
-	if s.gcra != nil && p != nil && s.p == nil {
-		// The default algorithm on a key already held, without a store:
-		// a direct call instead of the interface's (and the wrapper that
-		// copies the GCRA for it), the state updated in place.
+	if s.gcra != nil && p != nil {
+		// The default algorithm on a key already held: a direct call
+		// instead of the interface's (and the wrapper that copies the GCRA
+		// for it), the state updated in place.
 		tat := any(p).(*int64) // S is int64 whenever s.gcra is set
 		next, changed := s.gcra.StepInto(*tat, now, cost, d)
 		if changed {
 			*tat = next
 		}
-		s.changed = changed
 		return nil
 	}
 	var st S
@@ -618,43 +556,30 @@ func (s *Shard[S]) checkHash(h uint64, key string, cost, now int64, d *algorithm
 	} else {
 		st = s.alg.Fresh(now)
 	}
-	var next S
-	var changed bool
-	if s.into != nil {
-		next, changed = s.into.StepInto(st, now, cost, d)
-	} else {
-		next, *d, changed = s.alg.Step(st, now, cost)
-	}
-	s.changed = false
+	next, changed := s.step(st, now, cost, d)
 	if changed {
-		if s.p != nil && s.p.refuseWrites(now) {
-			// Write-through, closed policy, store down: nothing may be
-			// admitted that cannot be saved.
-			s.p.fallbacks.Add(1)
-			*d = algorithm.Decision{Limit: d.Limit, RetryAfter: s.p.cfg.RetryAfter}
-			return nil
-		}
 		if p != nil {
-			if s.p != nil {
-				s.markDirty(key, st, true)
-			}
 			*p = next
 		} else if err := s.insertHash(h, key, next, now); err != nil {
 			*d = algorithm.Decision{}
 			return err
-		} else if s.p != nil {
-			s.markDirty(key, st, false)
 		}
-		s.changed = true
 	}
 	return nil
 }
 
+// step runs the algorithm on st, writing the decision into *d.
+func (s *Shard[S]) step(st S, now, cost int64, d *algorithm.Decision) (next S, changed bool) {
+	if s.into != nil {
+		return s.into.StepInto(st, now, cost, d)
+	}
+	next, *d, changed = s.alg.Step(st, now, cost)
+	return next, changed
+}
+
+// apply applies an admission of cost made elsewhere at at.
 func (s *Shard[S]) apply(key string, at, cost int64) error {
 	if p := s.m.get(key); p != nil {
-		if s.p != nil {
-			s.markDirty(key, *p, true)
-		}
 		*p = s.alg.Apply(*p, at, cost)
 		return nil
 	}
@@ -666,13 +591,7 @@ func (s *Shard[S]) apply(key string, at, cost int64) error {
 	if s.alg.IdleAt(next) <= now {
 		return nil // already forgotten by the time it arrived
 	}
-	if err := s.insert(key, next, now); err != nil {
-		return err
-	}
-	if s.p != nil {
-		s.markDirty(key, next, false)
-	}
-	return nil
+	return s.insert(key, next, now)
 }
 
 // insert adds a new key, making room under MaxKeys by evicting idle keys.
@@ -708,6 +627,7 @@ func (s *Shard[S]) evict(now int64) {
 			continue
 		}
 		if s.alg.IdleAt(*v) <= now {
+			s.remember(k)
 			s.m.delete(k)
 			s.evicted.Add(1)
 		}
@@ -733,6 +653,7 @@ func (s *Shard[S]) sweepTick() {
 			break
 		}
 		if s.alg.IdleAt(*v) <= now {
+			s.remember(k)
 			s.m.delete(k)
 			s.swept.Add(1)
 		}
@@ -771,6 +692,7 @@ func (s *Shard[S]) SetAlgorithm(ctx context.Context, alg algorithm.Algorithm[S])
 		prev := s.alg
 		for k, v := range s.m.all() {
 			if prev.IdleAt(*v) <= now {
+				s.remember(k)
 				s.m.delete(k)
 				continue
 			}
@@ -811,6 +733,7 @@ func (s *Shard[S]) CleanupStep(ctx context.Context, staleAfter time.Duration, bu
 				break
 			}
 			if s.alg.IdleAt(*v) <= limit {
+				s.remember(k)
 				s.m.delete(k)
 				removed++
 			}

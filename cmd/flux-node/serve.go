@@ -132,12 +132,14 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 	return config, &ovs
 }
 
-// loadConfig reads the config file (or the defaults) and applies the flags.
+// loadConfig reads the config file (or the defaults), applies the flags,
+// and validates the result: the file alone may be incomplete (its
+// limiters' store settings need the store given by --store).
 func loadConfig(path string, ovs []override) (node.Config, error) {
 	cfg := node.DefaultConfig()
 	if path != "" {
 		var err error
-		if cfg, err = node.LoadConfig(path); err != nil {
+		if cfg, err = node.ReadConfig(path); err != nil {
 			return node.Config{}, err
 		}
 	}
