@@ -66,8 +66,8 @@ type StoreConfig struct {
 	// decision that admitted something is answered once its state is
 	// saved; a crash loses nothing admitted) (--store-write).
 	StoreWrite string `yaml:"store_write"`
-	// FlushInterval is the write-behind period, and how long a failed
-	// store is left alone before it is tried again (--flush-interval;
+	// FlushInterval is the write-behind period, and how often a store
+	// that is down is probed (--flush-interval;
 	// shard.DefaultFlushEvery, 100ms, when zero).
 	FlushInterval Duration `yaml:"flush_interval"`
 	// StoreTimeout bounds every store call a decision waits for

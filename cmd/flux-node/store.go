@@ -29,7 +29,7 @@ func storeFlags(fs *flag.FlagSet, str func(name, usage string, set func(*node.Co
 		func(c *node.Config, v string) { c.Store = v })
 	str("store-write", "`MODE` of saving to the store: behind (every --flush-interval; a crash loses at most one interval) or through (before answering; a crash loses nothing admitted) (default behind)",
 		func(c *node.Config, v string) { c.StoreWrite = v })
-	dur("flush-interval", "`DURATION` between write-behind saves, and before a failed store is tried again (default 100ms)",
+	dur("flush-interval", "`DURATION` between write-behind saves, and how often a store that is down is probed (default 100ms)",
 		func(c *node.Config, v node.Duration) { c.FlushInterval = v })
 	dur("store-timeout", "`DURATION` a decision waits for the store before its limiter's store_failure policy decides (default 50ms)",
 		func(c *node.Config, v node.Duration) { c.StoreTimeout = v })
