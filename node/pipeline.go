@@ -171,21 +171,29 @@ func (h *handler) decode(data []byte) wire.ErrorBody {
 func (h *handler) resolve() {
 	set := h.n.limiters.Load()
 	h.res = slices.Grow(h.res[:0], len(h.items))[:len(h.items)]
+	// The items of a batch usually share one limiter: look its name up
+	// once per run of equal names rather than once per item.
+	var name string
+	var entry *limiterEntry
 	for i := range h.items {
-		e, eb := h.n.validate(set, &h.items[i])
+		it := &h.items[i]
+		if entry == nil || it.Limiter != name {
+			name, entry = it.Limiter, set.byName[it.Limiter]
+		}
+		e, eb := h.n.validate(entry, it)
 		h.res[i] = result{entry: e, e: eb}
 	}
 }
 
-// validate checks a decoded item and finds its limiter.
-func (n *Node) validate(set *limiterSet, it *wire.Item) (*limiterEntry, wire.ErrorBody) {
+// validate checks a decoded item against e, the limiter its name finds
+// (nil if none).
+func (n *Node) validate(e *limiterEntry, it *wire.Item) (*limiterEntry, wire.ErrorBody) {
 	if it.Reason != "" {
 		return nil, errItem(it)
 	}
 	if it.Limiter == "" {
 		return nil, errMissingLimiter()
 	}
-	e := set.byName[it.Limiter]
 	switch {
 	case e == nil:
 		return nil, errUnknownLimiter(it.Limiter)
