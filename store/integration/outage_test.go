@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxlimiter/flux"
 	"github.com/fluxlimiter/flux/clock"
+	"github.com/fluxlimiter/flux/failure"
 	"github.com/fluxlimiter/flux/internal/faultproxy"
 	"github.com/fluxlimiter/flux/internal/storeenv"
 	"github.com/fluxlimiter/flux/store"
@@ -156,16 +157,16 @@ func TestOutageAtLoad(t *testing.T) {
 		recovery = 1500 * time.Millisecond
 	)
 	for _, tc := range []struct {
-		policy  flux.StoreFailure
+		policy  failure.Policy
 		through bool
 		cut     string
 	}{
-		{flux.StoreFailLocal, false, "refuse"},
-		{flux.StoreFailLocal, true, "hang"},
-		{flux.StoreFailOpen, false, "hang"},
-		{flux.StoreFailOpen, true, "refuse"},
-		{flux.StoreFailClosed, false, "refuse"},
-		{flux.StoreFailClosed, true, "hang"},
+		{failure.Local, false, "refuse"},
+		{failure.Local, true, "hang"},
+		{failure.Open, false, "hang"},
+		{failure.Open, true, "refuse"},
+		{failure.Closed, false, "refuse"},
+		{failure.Closed, true, "hang"},
 	} {
 		mode := "behind"
 		if tc.through {
@@ -185,7 +186,7 @@ func TestOutageAtLoad(t *testing.T) {
 			l := newLimiter(t, lim, flux.WithClock(clk), flux.WithShards(shards),
 				flux.WithSweep(100*time.Millisecond, 1024),
 				flux.WithStore(flux.StoreConfig{
-					Store: st, Limiter: ns, Through: tc.through, FlushEvery: flush,
+					Store: st, Limiter: ns, Mode: writeMode(tc.through), FlushEvery: flush,
 					Timeout: timeout, OnFailure: tc.policy, RetryAfter: outageRetryAfter,
 				}))
 
@@ -215,9 +216,9 @@ func TestOutageAtLoad(t *testing.T) {
 			// Store calls made once the outage is known (a flush interval
 			// and a timeout after the cut, with slack for a loaded machine).
 			time.Sleep(300 * time.Millisecond)
-			before := l.StoreStats()
+			before := storeTotals(l)
 			time.Sleep(outage - 300*time.Millisecond)
-			during := l.StoreStats()
+			during := storeTotals(l)
 			restoreAt := ld.since()
 			proxy.Restore()
 			time.Sleep(recovery)
@@ -235,7 +236,7 @@ func TestOutageAtLoad(t *testing.T) {
 			t.Logf("store back      %v", backW)
 			all := summarize(recs, 0, time.Hour)
 			t.Logf("store calls failed while known down: %d loads, %d saves; stats at the end %+v",
-				during.LoadErrors-before.LoadErrors, during.SaveErrors-before.SaveErrors, l.StoreStats())
+				during.LoadErrors-before.LoadErrors, during.SaveErrors-before.SaveErrors, storeTotals(l))
 
 			if all.errs > 0 {
 				for _, r := range recs {
@@ -248,7 +249,7 @@ func TestOutageAtLoad(t *testing.T) {
 			// was too slow (a loaded machine, -race): only local and open
 			// must admit every honest request whatever the store does.
 			honest := func(w window) bool {
-				if tc.policy == flux.StoreFailClosed {
+				if tc.policy == failure.Closed {
 					return w.admitted > 0 && w.admitted+w.policy == w.sent
 				}
 				return w.admitted == w.sent
@@ -261,7 +262,7 @@ func TestOutageAtLoad(t *testing.T) {
 			}
 			for s, w := range outW {
 				switch {
-				case tc.policy != flux.StoreFailClosed:
+				case tc.policy != failure.Closed:
 					// local: every key was decided here since the limiter
 					// started and none is near its limit; open: all.
 					if w.admitted != w.sent {
@@ -310,7 +311,7 @@ func TestOutageAtLoad(t *testing.T) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("saving did not resume once the store was back: %+v %v %v; stats %+v", e, found, err, l.StoreStats())
+					t.Fatalf("saving did not resume once the store was back: %+v %v %v; stats %+v", e, found, err, storeTotals(l))
 				}
 			}
 		})
