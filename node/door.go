@@ -22,8 +22,8 @@ import (
 // that must reply before it returns, one at a time per subscription. Fed
 // that way, requests reach the pipeline one goroutine each and are seldom
 // waiting together, so they are decided one by one, and each costs a
-// goroutine wake-up and a shard round trip of its own: measured, about
-// 1.5× the CPU per check and a third less throughput. The node speaks
+// goroutine wake-up and a shard round trip of its own (docs/OPERATIONS.md,
+// "The request path", gives the measurement). The node speaks
 // micro's discovery protocol itself instead (discovery.go), from the
 // doors' own counters, so $SRV.STATS counts every request answered.
 
