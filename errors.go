@@ -3,6 +3,7 @@ package flux
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/fluxlimiter/flux/internal/errs"
 )
@@ -66,7 +67,10 @@ type BatchError struct {
 }
 
 // Error describes the invalid item.
-func (e *BatchError) Error() string { return fmt.Sprintf("flux: batch item %d: %v", e.Index, e.Err) }
+func (e *BatchError) Error() string {
+	// Err is usually a flux sentinel that names the package already.
+	return fmt.Sprintf("flux: batch item %d: %s", e.Index, strings.TrimPrefix(fmt.Sprint(e.Err), "flux: "))
+}
 
 // Unwrap returns Err, so errors.Is(err, ErrEmptyKey) and the like match.
 func (e *BatchError) Unwrap() error { return e.Err }

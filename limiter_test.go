@@ -187,6 +187,10 @@ func TestCheckBatchValidatesBeforeApplying(t *testing.T) {
 		if !errors.As(err, &be) || be.Index != 2 || !errors.Is(err, tc.want) {
 			t.Fatalf("batch with %+v: %v; want BatchError at 2 wrapping %v", tc.bad, err, tc.want)
 		}
+		// The message names the package once, whatever the item's error.
+		if msg := err.Error(); strings.Count(msg, "flux:") != 1 || !strings.HasPrefix(msg, "flux: batch item 2: ") {
+			t.Fatalf("batch error message %q: want one \"flux:\" prefix", msg)
+		}
 	}
 	if l.Len() != 0 {
 		t.Fatalf("invalid batches stored %d keys", l.Len())
