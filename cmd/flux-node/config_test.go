@@ -43,8 +43,8 @@ func TestStoreFlagOverFileLimiterSettings(t *testing.T) {
 	}
 }
 
-// --max-keys sets max_keys over the file's value; a negative count is
-// refused as the YAML key's is.
+// --max-keys sets max_keys over the file's value (-1: derived from
+// memory); below -1 is refused as the YAML key's is.
 func TestMaxKeysFlag(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "flux.yaml")
 	if err := os.WriteFile(p, []byte("max_keys: 10\nlimiters:\n  api: {rate: 10, burst: 5}\n"), 0o600); err != nil {
@@ -70,7 +70,11 @@ func TestMaxKeysFlag(t *testing.T) {
 	if err != nil || cfg.MaxKeys != 0 {
 		t.Fatalf("--max-keys 0: max_keys %d, err %v; want 0 (no bound)", cfg.MaxKeys, err)
 	}
-	if _, err := load("--max-keys", "-1"); !errors.Is(err, node.ErrInvalidConfig) || !strings.Contains(err.Error(), "max_keys -1") {
-		t.Fatalf("--max-keys -1: %v; want ErrInvalidConfig naming max_keys", err)
+	cfg, err = load("--max-keys", "-1")
+	if err != nil || cfg.MaxKeys != node.MaxKeysAuto {
+		t.Fatalf("--max-keys -1: max_keys %d, err %v; want MaxKeysAuto", cfg.MaxKeys, err)
+	}
+	if _, err := load("--max-keys", "-2"); !errors.Is(err, node.ErrInvalidConfig) || !strings.Contains(err.Error(), "max_keys -2") {
+		t.Fatalf("--max-keys -2: %v; want ErrInvalidConfig naming max_keys", err)
 	}
 }
