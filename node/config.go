@@ -136,8 +136,9 @@ type Config struct {
 	ReplyPrefixes []string `yaml:"reply_prefixes"`
 	// Shards is the number of shard goroutines per limiter (0: flux.DefaultShards(), half of GOMAXPROCS).
 	Shards int `yaml:"shards"`
-	// MaxKeys bounds the keys each limiter holds (0: no bound); see
-	// flux.WithMaxKeys.
+	// MaxKeys bounds the keys each limiter holds (0: no bound;
+	// MaxKeysAuto, the default: derived from the memory available, see
+	// DerivedMaxKeys); see flux.WithMaxKeys.
 	MaxKeys int `yaml:"max_keys"`
 	// OverloadWait is how long a check waits for room in a full shard
 	// mailbox before it is answered 503.
@@ -305,6 +306,7 @@ func DefaultConfig() Config {
 		MaxKeyLen:    1024, // the library's default too
 		MaxBatch:     DefaultMaxBatch,
 		MaxPayload:   DefaultMaxPayload,
+		MaxKeys:      MaxKeysAuto,
 		OverloadWait: Duration(DefaultOverloadWait),
 		DrainTimeout: Duration(DefaultDrainTimeout),
 		Limiters:     map[string]LimiterConfig{DefaultLimiterName: DefaultLimiter},
@@ -424,8 +426,8 @@ func (c Config) Validate() error {
 	if c.Shards < 0 || c.Shards > 1<<16 {
 		bad("shards %d: want 0 (automatic) to 65536", c.Shards)
 	}
-	if c.MaxKeys < 0 {
-		bad("max_keys %d: want 0 (no bound) or more", c.MaxKeys)
+	if c.MaxKeys < MaxKeysAuto {
+		bad("max_keys %d: want -1 (derived from memory), 0 (no bound) or more", c.MaxKeys)
 	}
 	if c.OverloadWait < 0 {
 		bad("overload_wait %v is negative", c.OverloadWait)

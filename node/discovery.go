@@ -72,6 +72,9 @@ func (n *Node) startDiscovery() error {
 			if err != nil {
 				return fmt.Errorf("flux-node: subscribe %s: %w", subj, err)
 			}
+			if err := sub.SetPendingLimits(subPendingMsgs, subPendingBytes); err != nil {
+				return fmt.Errorf("flux-node: subscribe %s: %w", subj, err)
+			}
 			s.disco = append(s.disco, sub)
 		}
 	}

@@ -84,7 +84,7 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("flux-node: embedded NATS server: %w", err)
 	}
-	s.SetLoggerV2(natsLogger{n.log.With("component", "nats-server")}, false, false, false)
+	s.SetLoggerV2(natsLogger{l: n.log.With("component", "nats-server"), slow: newSlowLog(n.log.With("component", "nats-server"))}, false, false, false)
 	n.srv = s
 	s.Start()
 	wait := 10 * time.Second
@@ -307,13 +307,25 @@ func (a *embeddedAuth) Check(c server.ClientAuthentication) bool {
 }
 
 // natsLogger sends the embedded server's logs to slog: notices at debug
-// level (they are chatty), warnings and errors as such. A fatal error is
+// level (they are chatty) except slow-consumer notices, which are logged at
+// WARN, rate-limited (a slow consumer is a client, often the node's own
+// connection, being cut off); warnings and errors as such. A fatal error is
 // logged, never exits the process.
-type natsLogger struct{ l *slog.Logger }
+type natsLogger struct {
+	l    *slog.Logger
+	slow *slowLog
+}
 
-func (g natsLogger) Noticef(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
-func (g natsLogger) Warnf(format string, v ...any)   { g.l.Warn(fmt.Sprintf(format, v...)) }
-func (g natsLogger) Fatalf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
-func (g natsLogger) Errorf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
-func (g natsLogger) Debugf(format string, v ...any)  { g.l.Debug(fmt.Sprintf(format, v...)) }
-func (g natsLogger) Tracef(string, ...any)           {}
+func (g natsLogger) Noticef(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if g.slow != nil && strings.Contains(msg, "Slow Consumer") {
+		g.slow.event("server", "NATS server: slow consumer (a client was cut off or its messages dropped)", "detail", msg)
+		return
+	}
+	g.l.Debug(msg)
+}
+func (g natsLogger) Warnf(format string, v ...any)  { g.l.Warn(fmt.Sprintf(format, v...)) }
+func (g natsLogger) Fatalf(format string, v ...any) { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g natsLogger) Errorf(format string, v ...any) { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g natsLogger) Debugf(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g natsLogger) Tracef(string, ...any)          {}

@@ -556,13 +556,7 @@ func (n *Node) connect(ctx context.Context, cfg Config, url string) error {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { n.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			n.log.Warn("NATS error", "subject", subj, "error", err)
-		}),
+		nats.ErrorHandler(n.natsErrorHandler(newSlowLog(n.log))),
 	}
 	auth, err := n.nodeAuthOptions(cfg)
 	if err != nil {

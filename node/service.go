@@ -86,8 +86,11 @@ func (n *Node) newEntry(name string, lc LimiterConfig) (*limiterEntry, error) {
 	if n.cfg.Shards > 0 {
 		opts = append(opts, flux.WithShards(n.cfg.Shards))
 	}
-	if n.cfg.MaxKeys > 0 {
-		opts = append(opts, flux.WithMaxKeys(n.cfg.MaxKeys))
+	if mk, src := maxKeys(n.cfg); mk > 0 {
+		opts = append(opts, flux.WithMaxKeys(mk))
+		if n.cfg.MaxKeys == MaxKeysAuto {
+			n.log.Info("max_keys derived from the memory available", "limiter", name, "max_keys", mk, "source", src)
+		}
 	}
 	sopts, err := n.storeOptions(name, lc)
 	if err != nil {

@@ -42,3 +42,39 @@ func TestStoreFlagOverFileLimiterSettings(t *testing.T) {
 		t.Fatalf("file limiters without a store: %v; want both refused", err)
 	}
 }
+
+// --max-keys sets max_keys over the file's value (-1: derived from
+// memory); below -1 is refused as the YAML key's is.
+func TestMaxKeysFlag(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "flux.yaml")
+	if err := os.WriteFile(p, []byte("max_keys: 10\nlimiters:\n  api: {rate: 10, burst: 5}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(args ...string) (node.Config, error) {
+		fs := flag.NewFlagSet("flux-node", flag.ContinueOnError)
+		path, ovs := serveFlags(fs)
+		if err := fs.Parse(append([]string{"--config", p}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return loadConfig(*path, *ovs)
+	}
+	cfg, err := load()
+	if err != nil || cfg.MaxKeys != 10 {
+		t.Fatalf("file only: max_keys %d, err %v; want 10", cfg.MaxKeys, err)
+	}
+	cfg, err = load("--max-keys", "250000")
+	if err != nil || cfg.MaxKeys != 250000 {
+		t.Fatalf("--max-keys 250000: max_keys %d, err %v", cfg.MaxKeys, err)
+	}
+	cfg, err = load("--max-keys", "0")
+	if err != nil || cfg.MaxKeys != 0 {
+		t.Fatalf("--max-keys 0: max_keys %d, err %v; want 0 (no bound)", cfg.MaxKeys, err)
+	}
+	cfg, err = load("--max-keys", "-1")
+	if err != nil || cfg.MaxKeys != node.MaxKeysAuto {
+		t.Fatalf("--max-keys -1: max_keys %d, err %v; want MaxKeysAuto", cfg.MaxKeys, err)
+	}
+	if _, err := load("--max-keys", "-2"); !errors.Is(err, node.ErrInvalidConfig) || !strings.Contains(err.Error(), "max_keys -2") {
+		t.Fatalf("--max-keys -2: %v; want ErrInvalidConfig naming max_keys", err)
+	}
+}

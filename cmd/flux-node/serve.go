@@ -93,6 +93,7 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 	})
 	num("max-key-len", fmt.Sprintf("longest key accepted, in `BYTES` (default %d)", d.MaxKeyLen),
 		func(c *node.Config, v int) { c.MaxKeyLen = v })
+	num("max-keys", "most `KEYS` each limiter holds (max_keys); beyond them requests for new keys get 503 overloaded; 0: no bound; -1: derived from the memory available (default), see docs/OPERATIONS.md", func(c *node.Config, v int) { c.MaxKeys = v })
 	num("max-batch", fmt.Sprintf("most `ITEMS` in a check_batch request (default %d)", d.MaxBatch),
 		func(c *node.Config, v int) { c.MaxBatch = v })
 	num("max-payload", fmt.Sprintf("largest request body, in `BYTES` (default %d)", d.MaxPayload),
