@@ -451,7 +451,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if math.IsNaN(c.TraceSample) || c.TraceSample < 0 || c.TraceSample > 1 {
-		bad("trace_sample (--trace-sample) %v: want more than 0, at most 1 (0: %v)", c.TraceSample, DefaultTraceSample)
+		bad("trace_sample (--trace-sample): %v is not in [0, 1] (0 means the default, %v)", c.TraceSample, DefaultTraceSample)
 	}
 	for _, p := range validateReplyPrefixes(c.ReplyPrefixes) {
 		bad("%s", p)
