@@ -331,12 +331,12 @@ func ReadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return decodeConfig(data)
+	return decodeConfig(path, data)
 }
 
 // ParseConfig is LoadConfig for a YAML document in memory.
 func ParseConfig(data []byte) (Config, error) {
-	cfg, err := decodeConfig(data)
+	cfg, err := decodeConfig("", data)
 	if err != nil {
 		return Config{}, err
 	}
@@ -346,15 +346,16 @@ func ParseConfig(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// decodeConfig reads a YAML document over DefaultConfig, unvalidated.
-func decodeConfig(data []byte) (Config, error) {
+// decodeConfig reads a YAML document over DefaultConfig, unvalidated; file
+// names it in errors ("" for none).
+func decodeConfig(file string, data []byte) (Config, error) {
 	cfg := DefaultConfig()
 	cfg.Limiters = nil
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	// An empty document (io.EOF) means "all defaults".
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		return Config{}, configError(file, err)
 	}
 	if cfg.Limiters == nil {
 		cfg.Limiters = map[string]LimiterConfig{DefaultLimiterName: DefaultLimiter}
