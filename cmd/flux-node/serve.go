@@ -265,7 +265,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				log.Warn("SIGHUP: otlp_endpoint and trace_sample take effect at the next start")
 			}
 			if err != nil {
-				log.Error("SIGHUP: reload refused, the running config stays", "config", *path, "error", err)
+				// One line: a file's several problems are joined by newlines,
+				// which a log line would show escaped.
+				log.Error("SIGHUP: reload refused, the running config stays", "config", *path, "error", strings.ReplaceAll(err.Error(), "\n", "; "))
 				continue
 			}
 			if l, err := parseLevel(next.LogLevel); err == nil {
