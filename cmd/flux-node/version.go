@@ -7,6 +7,11 @@ import (
 	"strings"
 )
 
+// buildVersion, when set at link time (go build -ldflags "-X
+// main.buildVersion=v1.2.3"), is the version shown instead of the module's:
+// a release built from a checkout has no module version of its own.
+var buildVersion string
+
 // version is the one line `flux-node version` and --version print: the
 // module version and the VCS revision the binary was built from, as the
 // Go toolchain recorded them (`go build` in a git checkout records the
@@ -20,7 +25,7 @@ func version() string {
 // module support.
 func versionOf(bi *debug.BuildInfo, ok bool) string {
 	if !ok || bi == nil {
-		return "flux-node (unknown version: built without module information)"
+		return "flux-node " + cmp.Or(buildVersion, "(unknown version: built without module information)")
 	}
 	var rev, at, dirty string
 	for _, s := range bi.Settings {
@@ -35,7 +40,7 @@ func versionOf(bi *debug.BuildInfo, ok bool) string {
 			}
 		}
 	}
-	parts := []string{"flux-node", cmp.Or(bi.Main.Version, "(devel)")}
+	parts := []string{"flux-node", cmp.Or(buildVersion, bi.Main.Version, "(devel)")}
 	if rev != "" {
 		parts = append(parts, "revision "+rev+dirty)
 	}

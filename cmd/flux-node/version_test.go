@@ -34,6 +34,11 @@ func TestVersion(t *testing.T) {
 	if got := versionOf(nil, false); !strings.Contains(got, "unknown version") {
 		t.Errorf("versionOf(nil) = %q", got)
 	}
+	buildVersion = "v2.0.0"
+	defer func() { buildVersion = "" }()
+	if got := versionOf(bi, true); !strings.HasPrefix(got, "flux-node v2.0.0 revision abc123") {
+		t.Errorf("with -X main.buildVersion: versionOf = %q", got)
+	}
 }
 
 // TestBadFlagHint: a bad flag prints its error and one hint, not the usage.
