@@ -333,12 +333,12 @@ func ReadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return decodeConfig(data)
+	return decodeConfig(path, data)
 }
 
 // ParseConfig is LoadConfig for a YAML document in memory.
 func ParseConfig(data []byte) (Config, error) {
-	cfg, err := decodeConfig(data)
+	cfg, err := decodeConfig("", data)
 	if err != nil {
 		return Config{}, err
 	}
@@ -348,15 +348,16 @@ func ParseConfig(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// decodeConfig reads a YAML document over DefaultConfig, unvalidated.
-func decodeConfig(data []byte) (Config, error) {
+// decodeConfig reads a YAML document over DefaultConfig, unvalidated; file
+// names it in errors ("" for none).
+func decodeConfig(file string, data []byte) (Config, error) {
 	cfg := DefaultConfig()
 	cfg.Limiters = nil
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	// An empty document (io.EOF) means "all defaults".
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		return Config{}, configError(file, err)
 	}
 	if cfg.Limiters == nil {
 		cfg.Limiters = map[string]LimiterConfig{DefaultLimiterName: DefaultLimiter}
@@ -453,7 +454,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if math.IsNaN(c.TraceSample) || c.TraceSample < 0 || c.TraceSample > 1 {
-		bad("trace_sample (--trace-sample) %v: want more than 0, at most 1 (0: %v)", c.TraceSample, DefaultTraceSample)
+		bad("trace_sample (--trace-sample): %v is not in [0, 1] (0 means the default, %v)", c.TraceSample, DefaultTraceSample)
 	}
 	for _, p := range validateReplyPrefixes(c.ReplyPrefixes) {
 		bad("%s", p)

@@ -81,7 +81,7 @@ limiters:
 
 func TestParseConfigErrors(t *testing.T) {
 	for _, tt := range []struct{ yaml, want string }{
-		{"limitrs: {}\n", "field limitrs not found"},
+		{"limitrs: {}\n", `unknown top-level setting "limitrs" (did you mean limiters?)`},
 		{"limiters:\n  api: {rate: 0}\n", "invalid rate"},
 		{"limiters:\n  api: {rate: 1, burst: -1}\n", "invalid burst"},
 		{"limiters:\n  api: {algorithm: magic, rate: 1}\n", "invalid algorithm"},

@@ -52,6 +52,9 @@ func (n *Node) startEmbedded(ctx context.Context, cfg Config) (string, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return "", fmt.Errorf("flux-node: data dir (--data-dir): %w", err)
 	}
+	if n.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
+		return "", err
+	}
 	opts := &server.Options{
 		ServerName: "flux-" + cfg.NodeID,
 		Host:       host,

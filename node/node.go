@@ -126,6 +126,7 @@ type Node struct {
 
 	srv       *server.Server
 	embAuth   *embeddedAuth // the embedded server's authorization (embedded.go)
+	dirLock   *os.File      // holds the data dir's lock while the embedded server runs (datadir.go)
 	nc        *nats.Conn
 	ncClosed  chan struct{}
 	svc       *service  // the doors (door.go)
@@ -538,6 +539,10 @@ func (n *Node) stopTransport(ctx context.Context) error {
 		n.srv.Shutdown()
 		n.srv.WaitForShutdown()
 		n.srv = nil
+	}
+	if n.dirLock != nil {
+		n.dirLock.Close() // releases the lock
+		n.dirLock = nil
 	}
 	return errors.Join(errs...)
 }

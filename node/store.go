@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,8 +76,9 @@ type StoreConfig struct {
 	StoreTimeout Duration `yaml:"store_timeout"`
 	// StorePrefix names this deployment's data in the store
 	// (--store-prefix; DefaultStorePrefix when empty): the Redis key
-	// prefix (with ":" appended), the PostgreSQL schema or the NATS KV
-	// bucket. 1 to 64 of A-Z a-z 0-9 _ -.
+	// prefix (with ":" appended unless it ends in one), the PostgreSQL
+	// schema or the NATS KV bucket. 1 to 64 of A-Z a-z 0-9 _ -, and for
+	// Redis also : and . (a Redis key prefix is idiomatically "app:").
 	StorePrefix string `yaml:"store_prefix"`
 }
 
@@ -125,7 +127,23 @@ func redactURL(s string) string {
 	return s
 }
 
-var storePrefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+// storePrefixRE is the store_prefix a PostgreSQL schema or a NATS KV
+// bucket can be named (KV bucket names allow no more than this);
+// redisPrefixRE adds the separators idiomatic in Redis key prefixes.
+var (
+	storePrefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	redisPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_:.-]{1,64}$`)
+)
+
+// redisPrefix is the Redis key prefix store_prefix names: "flux" and
+// "flux:" both start keys with "flux:".
+func (c StoreConfig) redisPrefix() string {
+	p := c.prefix()
+	if strings.HasSuffix(p, ":") {
+		return p
+	}
+	return p + ":"
+}
 
 func (c StoreConfig) prefix() string {
 	if c.StorePrefix == "" {
@@ -165,8 +183,18 @@ func (c Config) validateStore() []error {
 	if c.FlushInterval < 0 || c.StoreTimeout < 0 {
 		bad("flush_interval (--flush-interval) %v and store_timeout (--store-timeout) %v must not be negative", c.FlushInterval, c.StoreTimeout)
 	}
-	if c.StorePrefix != "" && !storePrefixRE.MatchString(c.StorePrefix) {
-		bad("store_prefix (--store-prefix) %q: want 1 to 64 of A-Z a-z 0-9 _ -", c.StorePrefix)
+	switch {
+	case c.StorePrefix == "" || kind == StoreMemory || kind == "":
+	case kind == "redis":
+		if !redisPrefixRE.MatchString(c.StorePrefix) {
+			bad("store_prefix (--store-prefix) %q: a Redis key prefix is 1 to 64 of A-Z a-z 0-9 _ - : .", c.StorePrefix)
+		}
+	case !storePrefixRE.MatchString(c.StorePrefix):
+		what := "PostgreSQL schema"
+		if kind == StoreNATSKV {
+			what = "NATS KV bucket"
+		}
+		bad("store_prefix (--store-prefix) %q: a %s is 1 to 64 of A-Z a-z 0-9 _ - (a : or . is for Redis key prefixes only)", c.StorePrefix, what)
 	}
 	if kind == StoreMemory && (c.StoreWrite != "" || c.FlushInterval != 0 || c.StoreTimeout != 0 || c.StorePrefix != "") {
 		bad("store_write, flush_interval, store_timeout and store_prefix need a store (--store nats-kv, redis://... or postgres://...)")
@@ -281,7 +309,7 @@ func (n *Node) connectStore(ctx context.Context, cfg Config) error {
 	what := redactURL(cfg.Store)
 	switch n.st.kind {
 	case "redis":
-		s, err = redisstore.Open(ctx, cfg.Store, redisstore.Options{Prefix: cfg.prefix() + ":"})
+		s, err = redisstore.Open(ctx, cfg.Store, redisstore.Options{Prefix: cfg.redisPrefix()})
 	case "postgres":
 		s, err = pgstore.Open(ctx, cfg.Store, pgstore.Options{Schema: cfg.prefix()})
 	case StoreNATSKV:

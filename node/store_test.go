@@ -58,7 +58,10 @@ func TestStoreConfigValidate(t *testing.T) {
 		{"store password redacted", func(c *Config) { c.Store = "mongodb://u:secret@h/db" }, "xxxxx"},
 		{"bad write", func(c *Config) { c.Store, c.StoreWrite = "nats-kv", "sideways" }, "store_write"},
 		{"negative flush", func(c *Config) { c.Store, c.FlushInterval = "nats-kv", -1 }, "flush_interval"},
-		{"bad prefix", func(c *Config) { c.Store, c.StorePrefix = "nats-kv", "a:b" }, "store_prefix"},
+		{"bad prefix", func(c *Config) { c.Store, c.StorePrefix = "nats-kv", "a:b" }, "NATS KV bucket"},
+		{"redis prefix with colons", func(c *Config) { c.Store, c.StorePrefix = "redis://h:1/0", "app:v2:" }, ""},
+		{"redis prefix with a space", func(c *Config) { c.Store, c.StorePrefix = "redis://h:1/0", "a b" }, "Redis key prefix"},
+		{"postgres schema with a colon", func(c *Config) { c.Store, c.StorePrefix = "postgres://h/db", "a:" }, "PostgreSQL schema"},
 		{"write without store", func(c *Config) { c.StoreWrite = "through" }, "need a store"},
 		{"bad failure", func(c *Config) {
 			c.Store = "nats-kv"

@@ -39,25 +39,27 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cert := fs.String("tls-cert", "", "PEM client certificate `FILE`")
 	key := fs.String("tls-key", "", "PEM key `FILE` of --tls-cert")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
-	fs.Usage = func() {
+	usage := func() {
 		fmt.Fprintf(stderr, "Usage: flux-node check [flags] LIMITER KEY [COST]\n\n"+
 			"Asks a flux-node whether a request of COST (default 1; 0 peeks) for KEY\n"+
 			"is admitted by LIMITER, and records it if so.\n"+
 			"Exit status: 0 allowed, 1 denied, 2 error.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
+	fs.Usage = func() {} // a bad flag gets its error and a hint, not the usage
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage()
 			return nil
 		}
-		return exitCode(2)
+		return badFlag(stderr, "flux-node check")
 	}
 	fail := func(format string, a ...any) error {
 		fmt.Fprintf(stderr, "flux-node check: "+format+"\n", a...)
 		return exitCode(2)
 	}
 	if fs.NArg() < 2 || fs.NArg() > 3 {
-		fs.Usage()
+		usage()
 		return exitCode(2)
 	}
 	limiter, k, cost := fs.Arg(0), fs.Arg(1), 1

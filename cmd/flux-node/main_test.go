@@ -349,6 +349,23 @@ func TestBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs.find(t, `(reload refused)`, 10*time.Second)
+	// A typo, and a file with several problems: each refusal is one log
+	// line naming the fix, without an escaped newline.
+	writeConfig(t, cfgPath, "limiters:\n  api:\n    rate: 1\n    brust: 2\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.find(t, `reload refused.*(`+regexp.QuoteMeta(cfgPath)+`:4: unknown limiter setting \\"brust\\" \(did you mean burst\?\))`, 10*time.Second)
+	writeConfig(t, cfgPath, "limiters:\n  a: {rate: -5}\n  b: {rate: -5}\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.find(t, `reload refused.*limiter \\"a\\".*(limiter \\"b\\")`, 10*time.Second)
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "reload refused") && strings.Contains(line, `\n`) {
+			t.Errorf("a reload refusal with an escaped newline: %s", line)
+		}
+	}
 	if d, err := c.Check(t.Context(), "api", "zed", 0); err != nil || d.Limit != 5 {
 		t.Fatalf("after refused reload: %+v, %v", d, err)
 	}

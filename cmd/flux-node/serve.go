@@ -127,7 +127,13 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 		if err != nil {
 			return fmt.Errorf("not a number: %q", v)
 		}
-		ovs = append(ovs, func(c *node.Config) error { c.TraceSample = f; return nil })
+		ovs = append(ovs, func(c *node.Config) error {
+			if !(f >= 0 && f <= 1) {
+				return fmt.Errorf("%w: --trace-sample: %v is not in [0, 1]", node.ErrInvalidConfig, v)
+			}
+			c.TraceSample = f
+			return nil
+		})
 		return nil
 	})
 	return config, &ovs
@@ -167,19 +173,25 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // serve runs a node until ctx ends, reloading its config on SIGHUP.
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("flux-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage:\n  flux-node [flags]                          run a node\n  flux-node check [flags] LIMITER KEY [COST]  ask a node (flux-node check -h)\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	// The flag package prints a bad flag's error, then calls Usage: the
+	// full usage is printed only when asked for.
+	fs.Usage = func() {}
 	path, ovs := serveFlags(fs)
+	showVersion := fs.Bool("version", false, "print the version and VCS revision, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "Usage:\n  flux-node [flags]                          run a node\n  flux-node check [flags] LIMITER KEY [COST]  ask a node (flux-node check -h)\n  flux-node version                          print the version\n\nFlags:\n")
+			fs.PrintDefaults()
 			return nil
 		}
-		return exitCode(2)
+		return badFlag(stderr, "flux-node")
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version())
+		return nil
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "flux-node: unexpected argument %q (did you mean `flux-node check`?)\n", fs.Arg(0))
@@ -218,6 +230,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("tracing", "otlp_endpoint", cmp.Or(cfg.OTLPEndpoint, "from OTEL_EXPORTER_OTLP_*"), "sample", cmp.Or(cfg.TraceSample, node.DefaultTraceSample))
 	}
 
+	log.Info("flux-node starting", "version", version())
 	n, err := node.New(cfg, log, tr.options()...)
 	if err != nil {
 		return err
@@ -226,8 +239,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	err = n.Start(sctx)
 	cancel()
 	if err != nil {
+		// The error first: what the node logs while stopping is its
+		// consequence, not its cause.
+		log.Error("flux-node could not start", "error", err)
 		n.Shutdown(context.Background())
-		return err
+		return loggedError{err}
 	}
 	log.Info("try a check", "command", hint(cfg, n.ClientURL()))
 	for {
@@ -250,7 +266,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 				log.Warn("SIGHUP: otlp_endpoint and trace_sample take effect at the next start")
 			}
 			if err != nil {
-				log.Error("SIGHUP: reload refused, the running config stays", "config", *path, "error", err)
+				// One line: a file's several problems are joined by newlines,
+				// which a log line would show escaped.
+				log.Error("SIGHUP: reload refused, the running config stays", "config", *path, "error", strings.ReplaceAll(err.Error(), "\n", "; "))
 				continue
 			}
 			if l, err := parseLevel(next.LogLevel); err == nil {
