@@ -56,22 +56,43 @@ func npmCI(t *testing.T, npmBin string) {
 	}
 }
 
-// startNode starts a flux-node on a random loopback port with the limiter
-// the Node.js tests expect: "api", capacity 3, refilling one request per
-// 100 s so nothing refills during the test.
+// startNode starts a flux-node on a random loopback port with the
+// limiters of flux-node.yaml, the file the README starts the node with, so
+// that the tests run against what a reader runs: "api", capacity 3,
+// refilling one request per 100 s so nothing refills during the test.
 func startNode(t *testing.T) string {
 	t.Helper()
-	return nodetest.Start(t, nodetest.Config(t, map[string]node.LimiterConfig{
-		"api":     {Rate: 0.01, Burst: 2},
-		"default": node.DefaultLimiter,
-	})).ClientURL()
+	file, err := node.LoadConfig("flux-node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodetest.Start(t, nodetest.Config(t, file.Limiters)).ClientURL()
 }
 
-func runNode(t *testing.T, nodeBin, url string, args ...string) (string, error) {
+// The README starts the node with flux-node.yaml and runs the tests with
+// npm test: the way a reader runs them is the way CI does.
+func TestReadmeRunsWhatTheTestRuns(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"go run ./cmd/flux-node --config examples/node/flux-node.yaml --nats-listen 127.0.0.1:14222",
+		"FLUX_NATS_URL=nats://127.0.0.1:14222 npm test",
+	} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+}
+
+// run runs bin (node or npm) with args in this directory, pointed at the
+// node at url.
+func run(t *testing.T, bin, url string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "FLUX_NATS_URL="+url, "FLUX_LIMITER=api", "NO_COLOR=1")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -84,10 +105,10 @@ func TestNodeExample(t *testing.T) {
 	npmCI(t, npmBin)
 	url := startNode(t)
 
-	t.Run("node --test", func(t *testing.T) {
-		out, err := runNode(t, nodeBin, url, "--test", "--test-reporter=tap")
+	t.Run("npm test", func(t *testing.T) {
+		out, err := run(t, npmBin, url, "test", "--silent", "--", "--test-reporter=tap")
 		if err != nil {
-			t.Fatalf("node --test: %v\n%s", err, out)
+			t.Fatalf("npm test: %v\n%s", err, out)
 		}
 		for _, want := range []string{"# pass 5", "# fail 0", "# skipped 0"} {
 			if !strings.Contains(out, want) {
@@ -97,7 +118,7 @@ func TestNodeExample(t *testing.T) {
 	})
 
 	t.Run("check.mjs", func(t *testing.T) {
-		out, err := runNode(t, nodeBin, url, "check.mjs", "api", "dora")
+		out, err := run(t, nodeBin, url, "check.mjs", "api", "dora")
 		if err != nil {
 			t.Fatalf("node check.mjs: %v\n%s", err, out)
 		}
