@@ -87,6 +87,10 @@ type Config struct {
 	// LogLevel is debug, info, warn or error (--log-level). The node does
 	// not read it: cmd/flux-node sets up its logger from it.
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text (the default: key=value lines) or json (one JSON
+	// object a line, for log pipelines) (--log-format). Like LogLevel it is
+	// read by cmd/flux-node, not by the node.
+	LogFormat string `yaml:"log_format"`
 
 	// Token is the NATS authorization token (--token); User and Password
 	// are the NATS user and password (--user, --password). They are

@@ -70,6 +70,8 @@ func serveFlags(fs *flag.FlagSet) (*string, *[]override) {
 	str("cluster-tls-ca", "PEM CA `FILE` the route peers' certificates must be signed by", func(c *node.Config, v string) { c.ClusterTLSCA = v })
 	str("log-level", "`LEVEL`: debug, info, warn or error (default info)",
 		func(c *node.Config, v string) { c.LogLevel = v })
+	str("log-format", "`FORMAT` of the log: text (key=value lines, the default) or json (one object a line)",
+		func(c *node.Config, v string) { c.LogFormat = v })
 	str("token", "NATS authorization `TOKEN` required by the embedded server and used by the node's connection",
 		func(c *node.Config, v string) { c.Token = v })
 	str("user", "NATS `USER` (with --password)", func(c *node.Config, v string) { c.User = v })
@@ -158,7 +160,21 @@ func loadConfig(path string, ovs []override) (node.Config, error) {
 	if _, err := parseLevel(cfg.LogLevel); err != nil {
 		return node.Config{}, err
 	}
+	if _, err := logHandler(io.Discard, cfg.LogFormat, nil); err != nil {
+		return node.Config{}, err
+	}
 	return cfg, cfg.Validate()
+}
+
+// logHandler returns the slog handler of format ("" is text) writing to w.
+func logHandler(w io.Writer, format string, opts *slog.HandlerOptions) (slog.Handler, error) {
+	switch format {
+	case "", "text":
+		return slog.NewTextHandler(w, opts), nil
+	case "json":
+		return slog.NewJSONHandler(w, opts), nil
+	}
+	return nil, fmt.Errorf("%w: log_format (--log-format) %q: want text or json", node.ErrInvalidConfig, format)
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -205,7 +221,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var level slog.LevelVar
 	lv, _ := parseLevel(cfg.LogLevel)
 	level.Set(lv)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+	h, _ := logHandler(stderr, cfg.LogFormat, &slog.HandlerOptions{Level: &level}) // checked by loadConfig
+	log := slog.New(h)
 	routeRedisLogs(log)
 
 	// Listen for SIGHUP before starting, so an early one is not lost (nor
