@@ -381,13 +381,9 @@ func (s *Shard[S]) applyKeyStored(key string, at, cost int64) error {
 		*p = s.alg.Apply(*p, at, cost)
 		return nil
 	}
-	now, err := s.now()
-	if err != nil {
+	next, now, keep, err := s.appliedFresh(at, cost)
+	if err != nil || !keep {
 		return err
-	}
-	next := s.alg.Apply(s.alg.Fresh(now), at, cost)
-	if s.alg.IdleAt(next) <= now {
-		return nil // already forgotten by the time it arrived
 	}
 	if err := s.insert(key, next, now); err != nil {
 		return err

@@ -583,15 +583,23 @@ func (s *Shard[S]) apply(key string, at, cost int64) error {
 		*p = s.alg.Apply(*p, at, cost)
 		return nil
 	}
-	now, err := s.now()
-	if err != nil {
+	next, now, keep, err := s.appliedFresh(at, cost)
+	if err != nil || !keep {
 		return err
 	}
-	next := s.alg.Apply(s.alg.Fresh(now), at, cost)
-	if s.alg.IdleAt(next) <= now {
-		return nil // already forgotten by the time it arrived
-	}
 	return s.insert(key, next, now)
+}
+
+// appliedFresh is the state a key the shard does not hold gets from an
+// admission of cost made elsewhere at at, and the time it was read; keep
+// is false when that state is already idle, so there is nothing to hold.
+func (s *Shard[S]) appliedFresh(at, cost int64) (next S, now int64, keep bool, err error) {
+	now, err = s.now()
+	if err != nil {
+		return next, 0, false, err
+	}
+	next = s.alg.Apply(s.alg.Fresh(now), at, cost)
+	return next, now, s.alg.IdleAt(next) > now, nil
 }
 
 // insert adds a new key, making room under MaxKeys by evicting idle keys.
